@@ -1,0 +1,203 @@
+#pragma once
+// The SPEC's decisions — quartiles, fence, ranking, ties, budget order — in
+// one place. Backends compute the scores; these turn scores into tokens.
+// The scalar rules are host-device so a device backend applies the same ones.
+
+#include <algorithm>
+#include <cstddef>
+#include <vector>
+
+#include "../config.hpp"
+#include "../options.hpp"
+#include "validate.hpp"
+
+namespace freepruner {
+namespace detail {
+
+/// SPEC orderings: a larger score first, ties by the smaller token index.
+template <class S>
+FREEPRUNER_HOST_DEVICE constexpr bool ranks_before(S score_a, index_t a, S score_b, index_t b) noexcept {
+  return score_a > score_b || (score_a == score_b && a < b);
+}
+
+/// numpy's `_lerp`, exactly (it rounds differently for g >= 0.5).
+template <class S>
+FREEPRUNER_HOST_DEVICE constexpr S lerp(S a, S b, S g) noexcept {
+  return g >= S(0.5) ? b - (b - a) * (S(1) - g) : a + (b - a) * g;
+}
+
+/// SPEC "Outliers": fence = Q3 + f (Q3 - Q1) of x[0..n), n >= 1, with
+/// numpy's linear quantiles. Reorders x (selection, not a full sort).
+template <class S>
+S upper_fence(S* x, std::size_t n, double f) {
+  const double pos1 = 0.25 * static_cast<double>(n - 1);
+  const double pos3 = 0.75 * static_cast<double>(n - 1);
+  const auto k1 = static_cast<std::size_t>(pos1);
+  const auto k3 = static_cast<std::size_t>(pos3);
+  const S g1 = static_cast<S>(pos1 - static_cast<double>(k1));
+  const S g3 = static_cast<S>(pos3 - static_cast<double>(k3));
+  // Order statistic k3 and its successor; then k1 and its successor, within [0, k3].
+  std::nth_element(x, x + k3, x + n);
+  const S a3 = x[k3];
+  const S b3 = k3 + 1 < n ? *std::min_element(x + k3 + 1, x + n) : a3;
+  std::nth_element(x, x + k1, x + k3);
+  const S a1 = x[k1];
+  // Successor of k1: the smallest of (k1, k3), else x[k3], else (k1 == k3) b3.
+  const S b1 = k1 + 1 < k3 ? *std::min_element(x + k1 + 1, x + k3) : (k1 + 1 == k3 ? a3 : b3);
+  const S q1 = g1 == S(0) ? a1 : lerp(a1, b1, g1);
+  const S q3 = g3 == S(0) ? a3 : lerp(a3, b3, g3);
+  return q3 + static_cast<S>(f) * (q3 - q1);
+}
+
+/// Candidates of one score vector (indexed by token) ordered by
+/// `ranks_before`; only the first `k` are ordered when k < M.
+template <class S>
+void order_candidates(const S* score, const plan& p, std::size_t k, std::vector<token_t>& out) {
+  out.resize(static_cast<std::size_t>(p.candidates));
+  for (index_t i = p.first; i < p.last; ++i) out[static_cast<std::size_t>(i - p.first)] = static_cast<token_t>(i);
+  auto before = [score](token_t a, token_t b) { return ranks_before(score[a], a, score[b], b); };
+  if (k >= out.size())
+    std::sort(out.begin(), out.end(), before);
+  else
+    std::partial_sort(out.begin(), out.begin() + static_cast<std::ptrdiff_t>(k), out.end(), before);
+}
+
+/// Sorts and removes duplicates.
+inline void make_set(std::vector<token_t>& v) {
+  std::sort(v.begin(), v.end());
+  v.erase(std::unique(v.begin(), v.end()), v.end());
+}
+
+/// SPEC step 2: the pivotal set P (ascending) from the contribution degrees
+/// of the pivot layers, `degrees[k * N + i]` = r_k[i].
+template <class S>
+std::vector<token_t> pivotal_from_degrees(const S* degrees, std::size_t layers, const plan& p, index_t pivots_per_layer,
+                                          double fence_factor) {
+  const auto n = static_cast<std::size_t>(p.tokens);
+  const auto m = static_cast<std::size_t>(p.candidates);
+  std::vector<token_t> pivots, order;
+  std::vector<S> scratch(m);
+  for (std::size_t k = 0; k < layers; ++k) {
+    const S* r = degrees + k * n;
+    if (pivots_per_layer > 0) {  // fixed: top k, ties by smaller index
+      const std::size_t top = std::min(m, static_cast<std::size_t>(pivots_per_layer));
+      order_candidates(r, p, top, order);
+      pivots.insert(pivots.end(), order.begin(), order.begin() + static_cast<std::ptrdiff_t>(top));
+      continue;
+    }
+    std::copy(r + p.first, r + p.last, scratch.begin());  // adaptive: strict upper outliers over C
+    const S fence = upper_fence(scratch.data(), m, fence_factor);
+    for (index_t i = p.first; i < p.last; ++i)
+      if (r[i] > fence) pivots.push_back(static_cast<token_t>(i));
+  }
+  if (pivots.empty()) {  // no layer has an outlier: the top-1 of each pivot layer
+    for (std::size_t k = 0; k < layers; ++k) {
+      const S* r = degrees + k * n;
+      index_t best = p.first;
+      for (index_t i = p.first + 1; i < p.last; ++i)
+        if (ranks_before(r[i], i, r[best], best)) best = i;
+      pivots.push_back(static_cast<token_t>(best));
+    }
+  }
+  make_set(pivots);
+  return pivots;
+}
+
+/// SPEC step 3, from the pivots' score vectors: `scores[k * N + j]` = v_{P[k]}[j]
+/// (only j in C is read). Returns Q (ascending) and fills `affinity[j]` =
+/// w(j) = sum over P of v_p[j] for j in C \ P (zero elsewhere).
+template <class S>
+std::vector<token_t> complementary_from_scores(const S* scores, const std::vector<token_t>& pivots, const plan& p,
+                                               double fence_factor, std::vector<S>& affinity) {
+  const auto n = static_cast<std::size_t>(p.tokens);
+  affinity.assign(n, S(0));
+  std::vector<bool> is_pivot(n, false);
+  for (token_t q : pivots) is_pivot[static_cast<std::size_t>(q)] = true;
+  std::vector<token_t> out;
+  std::vector<S> scratch;
+  scratch.reserve(static_cast<std::size_t>(p.candidates));
+  for (std::size_t k = 0; k < pivots.size(); ++k) {
+    const S* v = scores + k * n;
+    const index_t pivot = pivots[k];
+    for (index_t j = p.first; j < p.last; ++j)
+      if (!is_pivot[static_cast<std::size_t>(j)]) affinity[static_cast<std::size_t>(j)] += v[j];
+    scratch.clear();
+    for (index_t j = p.first; j < p.last; ++j)
+      if (j != pivot) scratch.push_back(v[j]);
+    if (scratch.empty()) continue;  // M = 1: no entries, no outliers
+    const S fence = upper_fence(scratch.data(), scratch.size(), fence_factor);
+    for (index_t j = p.first; j < p.last; ++j)
+      if (j != pivot && v[j] > fence && !is_pivot[static_cast<std::size_t>(j)]) out.push_back(static_cast<token_t>(j));
+  }
+  make_set(out);
+  return out;
+}
+
+/// SPEC steps 4-5: the kept set for budget `m` (-1: adaptive), ascending,
+/// with its pivotal/complementary split.
+template <class S>
+selection fit_budget(const S* degrees, std::size_t layers, const std::vector<token_t>& pivots,
+                     const std::vector<token_t>& complements, const std::vector<S>& affinity, const plan& p, index_t m) {
+  selection out;
+  if (m < 0) {  // step 4: K = P ∪ Q
+    out.pivotal = pivots;
+    out.complementary = complements;
+    out.indices.resize(pivots.size() + complements.size());
+    std::merge(pivots.begin(), pivots.end(), complements.begin(), complements.end(), out.indices.begin());
+    return out;
+  }
+  const auto budget_size = static_cast<std::size_t>(m);
+  // 1. P by (best rank over pivot layers, index).
+  std::vector<token_t> kept = pivots;
+  if (kept.size() > budget_size) {
+    const auto n = static_cast<std::size_t>(p.tokens);
+    std::vector<index_t> best_rank(n, p.candidates);
+    std::vector<token_t> order;
+    for (std::size_t k = 0; k < layers; ++k) {
+      order_candidates(degrees + k * n, p, static_cast<std::size_t>(p.candidates), order);
+      for (std::size_t r = 0; r < order.size(); ++r) {
+        index_t& best = best_rank[static_cast<std::size_t>(order[r])];
+        best = std::min(best, static_cast<index_t>(r));
+      }
+    }
+    std::partial_sort(kept.begin(), kept.begin() + static_cast<std::ptrdiff_t>(budget_size), kept.end(),
+                      [&best_rank](token_t a, token_t b) {
+                        const index_t ra = best_rank[static_cast<std::size_t>(a)];
+                        const index_t rb = best_rank[static_cast<std::size_t>(b)];
+                        return ra < rb || (ra == rb && a < b);
+                      });
+    kept.resize(budget_size);
+  }
+  out.pivotal = kept;
+  // 2. Q, then 3. the remaining candidates, each by affinity, ties by index.
+  auto by_affinity = [&affinity](token_t a, token_t b) {
+    return ranks_before(affinity[static_cast<std::size_t>(a)], a, affinity[static_cast<std::size_t>(b)], b);
+  };
+  auto take = [&](std::vector<token_t> group) {
+    const std::size_t room = budget_size - kept.size();
+    if (room == 0 || group.empty()) return;
+    const std::size_t k = std::min(room, group.size());
+    std::partial_sort(group.begin(), group.begin() + static_cast<std::ptrdiff_t>(k), group.end(), by_affinity);
+    kept.insert(kept.end(), group.begin(), group.begin() + static_cast<std::ptrdiff_t>(k));
+  };
+  take(complements);
+  if (kept.size() < budget_size) {
+    std::vector<bool> used(static_cast<std::size_t>(p.tokens), false);
+    for (token_t t : kept) used[static_cast<std::size_t>(t)] = true;
+    for (token_t t : pivots) used[static_cast<std::size_t>(t)] = true;
+    for (token_t t : complements) used[static_cast<std::size_t>(t)] = true;
+    std::vector<token_t> rest;
+    for (index_t j = p.first; j < p.last; ++j)
+      if (!used[static_cast<std::size_t>(j)]) rest.push_back(static_cast<token_t>(j));
+    take(std::move(rest));
+  }
+  out.complementary.assign(kept.begin() + static_cast<std::ptrdiff_t>(out.pivotal.size()), kept.end());
+  make_set(out.pivotal);
+  make_set(out.complementary);
+  out.indices = kept;
+  make_set(out.indices);
+  return out;
+}
+
+}  // namespace detail
+}  // namespace freepruner
