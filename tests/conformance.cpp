@@ -31,7 +31,10 @@ std::vector<token_t> read_list(std::istringstream& in) {
 
 std::string show(const std::vector<token_t>& v) {
   std::string s;
-  for (token_t t : v) s += " " + std::to_string(t);
+  for (token_t t : v) {
+    s += ' ';
+    s += std::to_string(t);
+  }
   return s;
 }
 

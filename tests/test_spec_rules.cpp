@@ -51,7 +51,10 @@ double fence_of(std::vector<double> x, double f = 1.5) {
 
 std::string list(const tokens& t) {
   std::string out = "{";
-  for (std::size_t k = 0; k < t.size(); ++k) out += (k ? "," : "") + std::to_string(t[k]);
+  for (std::size_t k = 0; k < t.size(); ++k) {
+    if (k) out += ',';
+    out += std::to_string(t[k]);
+  }
   return out + "}";
 }
 
