@@ -73,14 +73,13 @@ struct backend<host_memory> {
   template <class Tensor>
   static status run(const Tensor& t, const plan& p, index_t m, const options& o, selection& out) {
     const std::size_t layers = p.pivot_layers.size(), n = static_cast<std::size_t>(p.tokens);
-    std::vector<double> degrees(layers * n);
+    std::vector<double> degrees(layers * n), scratch;
     for (std::size_t k = 0; k < layers; ++k)
-      if (auto s = cpu::contribution_degree(t, p.pivot_layers[k], &degrees[k * n]); !s) return s;
+      if (auto s = cpu::contribution_degree(t, p.pivot_layers[k], &degrees[k * n], scratch); !s) return s;
     const auto pivots = pivotal_from_degrees(degrees.data(), layers, p, o.pivots_per_layer, o.fence_factor);
-    std::vector<double> scores, affinity;
-    if (auto s = cpu::complementary_scores(t, p.complementary_layer, pivots, p, o.complementary_from, scores); !s)
-      return s;
-    const auto comps = complementary_from_scores(scores.data(), pivots, p, o.fence_factor, affinity);
+    std::vector<token_t> comps;
+    std::vector<double> affinity;
+    if (auto s = cpu::complementary(t, pivots, p, o.complementary_from, o.fence_factor, comps, affinity); !s) return s;
     out = fit_budget(degrees.data(), layers, pivots, comps, affinity, p, m);
     return {};
   }
@@ -145,8 +144,8 @@ std::vector<double> contribution_degree(const Tensor& maps, index_t layer) {
   index_t l = 0;
   detail::check(detail::resolve_layer(layer, p.layers, "layer", l));
   detail::check(detail::check_data(maps, p));
-  std::vector<double> r(static_cast<std::size_t>(p.tokens));
-  detail::check(detail::cpu::contribution_degree(maps, l, r.data()));
+  std::vector<double> r(static_cast<std::size_t>(p.tokens)), scratch;
+  detail::check(detail::cpu::contribution_degree(maps, l, r.data(), scratch));
   return r;
 }
 
@@ -210,10 +209,8 @@ complements complementary_tokens(const Tensor& maps, const std::vector<token_t>&
   detail::check(detail::check_data(maps, p));
   std::vector<token_t> pivots;
   detail::check(detail::check_token_set(pivotal, p, "pivotal", pivots));
-  std::vector<double> scores;
-  detail::check(detail::cpu::complementary_scores(maps, p.complementary_layer, pivots, p, o.complementary_from, scores));
   complements out;
-  out.tokens = detail::complementary_from_scores(scores.data(), pivots, p, o.fence_factor, out.affinity);
+  detail::check(detail::cpu::complementary(maps, pivots, p, o.complementary_from, o.fence_factor, out.tokens, out.affinity));
   return out;
 }
 

@@ -3,6 +3,7 @@
 // maps in place (any strides), accumulates in double, and checks
 // finiteness on the accumulated sums, so the check costs nothing per element.
 
+#include <algorithm>
 #include <cmath>
 #include <cstddef>
 #include <type_traits>
@@ -10,8 +11,10 @@
 
 #include <Eigen/Core>
 
+#include "../../detail/decisions.hpp"
 #include "../../detail/validate.hpp"
 #include "../../traits.hpp"
+#include "simd.hpp"
 
 namespace freepruner {
 namespace detail {
@@ -22,22 +25,6 @@ template <class E>
 inline constexpr bool is_host_element_v =
     std::is_same<E, float>::value || std::is_same<E, double>::value || std::is_same<E, Eigen::half>::value ||
     std::is_same<E, Eigen::bfloat16>::value;
-
-template <class E>
-inline double to_double(E x) noexcept {
-  return static_cast<double>(static_cast<std::conditional_t<std::is_same<E, double>::value, double, float>>(x));
-}
-
-/// acc[0..n) += row[0..n) (elements `stride` apart), vectorized by Eigen when contiguous.
-template <class E>
-inline void accumulate_row(const E* row, index_t n, index_t stride, double* acc) {
-  Eigen::Map<Eigen::ArrayXd> a(acc, n);
-  using row_t = Eigen::Array<E, Eigen::Dynamic, 1>;
-  if (stride == 1)
-    a += Eigen::Map<const row_t>(row, n).template cast<double>();
-  else
-    a += Eigen::Map<const row_t, 0, Eigen::InnerStride<>>(row, n, Eigen::InnerStride<>(stride)).template cast<double>();
-}
 
 inline const char* kind_name(double x) noexcept { return std::isnan(x) ? "nan" : (x > 0 ? "inf" : "-inf"); }
 
@@ -69,26 +56,46 @@ status locate_non_finite(const Tensor& t, index_t l, const std::vector<index_t>&
 
 /// SPEC steps 0-1 for layer `l`, one pass over its maps:
 /// r[i] = (1/H) (sum_h sum_j A[h][j][i] - sum_h A[h][i][i]), for i in 0..N-1.
+/// `diagonal` is scratch of N values.
 template <class Tensor>
-status contribution_degree(const Tensor& t, index_t l, double* r) {
+status contribution_degree(const Tensor& t, index_t l, double* r, std::vector<double>& diagonal) {
   using tr = attention_traits<Tensor>;
+  using value_type = typename tr::value_type;
   const auto e = tr::extents(t);
   const index_t heads = e[1], n = e[2], ks = tr::key_stride(t);
-  Eigen::Map<Eigen::ArrayXd> acc(r, n);
-  acc.setZero();
-  for (index_t h = 0; h < heads; ++h)
-    for (index_t i = 0; i < n; ++i) accumulate_row(tr::row(t, l, h, i), n, ks, r);
-  if (!acc.allFinite()) return locate_non_finite(t, l, {}, {});
-  for (index_t i = 0; i < n; ++i) {
-    double diagonal = 0;
-    for (index_t h = 0; h < heads; ++h) diagonal += to_double(tr::row(t, l, h, i)[i * ks]);
-    r[i] = (r[i] - diagonal) / static_cast<double>(heads);
+  std::fill(r, r + n, 0.0);
+  diagonal.assign(static_cast<std::size_t>(n), 0.0);
+  // The H*N rows (h, i) form row_block segments read side by side, so each
+  // block sums rows that are far apart in memory.
+  const index_t total = heads * n, segment = (total + row_block - 1) / row_block;
+  index_t head[row_block], query[row_block];  // each segment's cursor (no division per row)
+  for (int k = 0; k < row_block; ++k) {
+    head[k] = (k * segment) / n;
+    query[k] = (k * segment) % n;
   }
+  const value_type* rows[row_block];
+  for (index_t step = 0; step < segment; ++step) {
+    int count = 0;
+    for (int k = 0; k < row_block && k * segment + step < total; ++k) {
+      const index_t i = query[k];
+      rows[count] = tr::row(t, l, head[k], i);
+      diagonal[static_cast<std::size_t>(i)] += to_double(rows[count][i * ks]);  // fused: the row is hot
+      ++count;
+      if (++query[k] == n) {
+        query[k] = 0;
+        ++head[k];
+      }
+    }
+    add_rows(rows, count, n, ks, r);
+  }
+  if (!Eigen::Map<const Eigen::ArrayXd>(r, n).allFinite()) return locate_non_finite(t, l, {}, {});
+  for (index_t i = 0; i < n; ++i) r[i] = (r[i] - diagonal[static_cast<std::size_t>(i)]) / static_cast<double>(heads);
   return {};
 }
 
 /// SPEC step 3 scores from layer `c`: out[k * N + j] = v_{P[k]}[j], the head
 /// mean of row P[k] (all j) or of column P[k] (j in the candidates).
+/// Column scores take one pass over the candidate rows of layer c.
 template <class Tensor>
 status complementary_scores(const Tensor& t, index_t c, const std::vector<token_t>& pivots, const plan& p, direction dir,
                             std::vector<double>& out) {
@@ -98,8 +105,13 @@ status complementary_scores(const Tensor& t, index_t c, const std::vector<token_
   out.assign(np * static_cast<std::size_t>(n), 0.0);
   Eigen::Map<Eigen::ArrayXXd> v(out.data(), n, static_cast<index_t>(np));  // column k = v_{P[k]}
   if (dir == direction::row) {
+    const typename tr::value_type* rows[row_block];
     for (std::size_t k = 0; k < np; ++k)
-      for (index_t h = 0; h < heads; ++h) accumulate_row(tr::row(t, c, h, pivots[k]), n, ks, &out[k * static_cast<std::size_t>(n)]);
+      for (index_t h = 0; h < heads; h += row_block) {
+        const int count = static_cast<int>(std::min<index_t>(row_block, heads - h));
+        for (int b = 0; b < count; ++b) rows[b] = tr::row(t, c, h + b, pivots[k]);
+        add_rows(rows, count, n, ks, &out[k * static_cast<std::size_t>(n)]);
+      }
   } else {
     // One pass over the candidate rows of layer c, gathering the pivot columns.
     for (index_t h = 0; h < heads; ++h)
@@ -115,6 +127,26 @@ status complementary_scores(const Tensor& t, index_t c, const std::vector<token_
     return locate_non_finite(t, c, candidates, lines);
   }
   v /= static_cast<double>(heads);
+  return {};
+}
+
+/// SPEC step 3: Q and the affinity, pivots taken in chunks so the scores
+/// never exceed about 16 MB whatever the number of pivots.
+template <class Tensor>
+status complementary(const Tensor& t, const std::vector<token_t>& pivots, const plan& p, direction dir,
+                     double fence_factor, std::vector<token_t>& out, std::vector<double>& affinity) {
+  const auto n = static_cast<std::size_t>(p.tokens);
+  const std::size_t chunk = std::max<std::size_t>(1, (std::size_t{1} << 21) / n);
+  complement_builder<double> builder(pivots, p, fence_factor);
+  std::vector<token_t> part;
+  std::vector<double> scores;
+  for (std::size_t first = 0; first < pivots.size(); first += chunk) {
+    part.assign(pivots.begin() + static_cast<std::ptrdiff_t>(first),
+                pivots.begin() + static_cast<std::ptrdiff_t>(std::min(pivots.size(), first + chunk)));
+    if (auto s = complementary_scores(t, p.complementary_layer, part, p, dir, scores); !s) return s;
+    for (std::size_t k = 0; k < part.size(); ++k) builder.add(&scores[k * n], part[k]);
+  }
+  out = builder.finish(affinity);
   return {};
 }
 

@@ -1,0 +1,113 @@
+// The CPU backend's building blocks: the quickselect behind the quartiles,
+// and the SIMD paths of the column-sum pass, which must agree to the bit.
+
+#include <algorithm>
+#include <cstring>
+#include <numeric>
+#include <vector>
+
+#include <freepruner/freepruner.hpp>
+
+#include "common.hpp"
+
+namespace {
+
+using freepruner::index_t;
+namespace cpu = freepruner::detail::cpu;
+
+// Restores the automatic SIMD choice when a test ends, even on failure.
+struct simd_cap_guard {
+  ~simd_cap_guard() { cpu::simd_cap().store(-1); }
+};
+
+std::vector<double> pattern(int kind, std::size_t n) {
+  std::vector<double> x(n);
+  for (std::size_t i = 0; i < n; ++i) {
+    switch (kind) {
+      case 0: x[i] = fptest::uniform(-1, 1); break;                            // distinct
+      case 1: x[i] = static_cast<double>(fptest::uniform_int(0, 3)); break;    // few values, many ties
+      case 2: x[i] = 0.25; break;                                              // all equal
+      case 3: x[i] = static_cast<double>(i); break;                            // sorted
+      case 4: x[i] = static_cast<double>(n - i); break;                        // reversed
+      case 5: x[i] = static_cast<double>(std::min(i, n - 1 - i)); break;       // organ pipe
+      default: x[i] = i % 2 ? 1e-300 : -1e300; break;                          // extreme, alternating
+    }
+  }
+  return x;
+}
+
+}  // namespace
+
+TEST_CASE("select_kth finds every order statistic, ties and adversarial orders included", "[kernels]") {
+  for (int kind = 0; kind < 7; ++kind)
+    for (std::size_t n : {1u, 2u, 3u, 7u, 8u, 9u, 16u, 17u, 100u, 577u, 2000u}) {
+      const auto original = pattern(kind, n);
+      auto sorted = original;
+      std::sort(sorted.begin(), sorted.end());
+      for (std::size_t k : {std::size_t{0}, n / 4, n / 2, 3 * n / 4, n - 1}) {
+        auto x = original;
+        freepruner::detail::select_kth(x.data(), n, k);
+        INFO("pattern " << kind << " n " << n << " k " << k);
+        REQUIRE(x[k] == sorted[k]);
+        REQUIRE(std::all_of(x.begin(), x.begin() + static_cast<std::ptrdiff_t>(k), [&](double v) { return v <= x[k]; }));
+        REQUIRE(std::all_of(x.begin() + static_cast<std::ptrdiff_t>(k), x.end(), [&](double v) { return v >= x[k]; }));
+        auto permuted = x;
+        std::sort(permuted.begin(), permuted.end());
+        REQUIRE(permuted == sorted);  // a permutation of the input
+      }
+    }
+}
+
+TEST_CASE("upper_fence equals numpy's linear quartiles on sorted copies", "[kernels]") {
+  for (int t = 0; t < 300; ++t) {
+    const std::size_t n = static_cast<std::size_t>(fptest::uniform_int(1, 300));
+    const auto x = pattern(fptest::uniform_int(0, 6), n);
+    auto sorted = x;
+    std::sort(sorted.begin(), sorted.end());
+    auto q = [&](double p) {  // numpy "linear", literally
+      const double pos = p * static_cast<double>(n - 1);
+      const auto lo = static_cast<std::size_t>(pos);
+      const double g = pos - static_cast<double>(lo);
+      const double a = sorted[lo], b = sorted[std::min(lo + 1, n - 1)];
+      return g == 0 ? a : (g >= 0.5 ? b - (b - a) * (1 - g) : a + (b - a) * g);
+    };
+    const double f = fptest::uniform(0, 3);
+    auto work = x;
+    const double got = freepruner::detail::upper_fence(work.data(), n, f);
+    const double want = q(0.75) + f * (q(0.75) - q(0.25));
+    INFO("n " << n);
+    REQUIRE(got == want);
+  }
+}
+
+template <class E>
+static void check_paths_agree() {
+  simd_cap_guard guard;
+  for (int t = 0; t < 40; ++t) {
+    const int layers = fptest::uniform_int(1, 2), heads = fptest::uniform_int(1, 6), n = fptest::uniform_int(1, 70);
+    const auto maps = fptest::convert<E>(fptest::random_maps(layers, heads, n));
+    const freepruner::attention_view<const E> v(maps.data(), layers, heads, n);
+    freepruner::options o;
+    o.prefix_tokens = n > 1 ? 1 : 0;
+    std::vector<std::vector<double>> degrees;
+    std::vector<freepruner::selection> selections;
+    for (int level = 0; level <= static_cast<int>(cpu::detected_simd()); ++level) {
+      cpu::simd_cap().store(level);
+      degrees.push_back(freepruner::contribution_degree(v, -1));
+      selections.push_back(freepruner::select(v, freepruner::budget::ratio(0.5), o));
+    }
+    for (std::size_t k = 1; k < degrees.size(); ++k) {
+      INFO("simd level " << k << " against scalar, N = " << n);
+      REQUIRE(std::memcmp(degrees[k].data(), degrees[0].data(), degrees[0].size() * sizeof(double)) == 0);
+      REQUIRE(selections[k] == selections[0]);
+    }
+  }
+}
+
+TEST_CASE("scalar, SSE2 and AVX2 column sums agree to the bit", "[kernels][determinism]") {
+  INFO("detected SIMD level: " << static_cast<int>(cpu::detected_simd()));
+  check_paths_agree<float>();
+  check_paths_agree<double>();
+  check_paths_agree<Eigen::half>();
+  check_paths_agree<Eigen::bfloat16>();
+}
