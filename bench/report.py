@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
-"""Runs the benchmarks once and writes docs/performance.md's table and the
-scaling plot docs/performance_scaling.png.
+"""Runs the benchmarks once and writes docs/performance.md (this file's text
+around the tables it measures) and the plot docs/performance_scaling.png.
 
     python3 bench/report.py [build/bench/freepruner_bench] [--quick]
 
@@ -17,6 +17,58 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+
+
+HEADER = """# Performance of the CPU backend
+
+Written by `python3 bench/report.py` (it runs `build/bench/freepruner_bench`
+once); rerun it to measure your machine. Single thread, Release build, no
+`-march` flag (the AVX2 kernels are chosen at run time).
+
+**What is compared.** Each case times `select` and, in the same run, a read of
+the very same bytes: a vectorized integer sum over the buffer, with the same
+software prefetch. `select / read` is the ratio of the two minimum times, and
+it is the figure to trust: both sides see the same noise, which absolute
+times do not. The maps are softmax rows with a few attention sinks (as real
+ViTs have), so the adaptive pivots and complements are of realistic size.
+
+**Why it is near the floor.** Step 1 reads each pivot layer once. The kernel
+works in four segments of rows, read side by side: rows far apart in
+memory, because neighbouring rows read in step stall the hardware
+prefetcher (3x slower). Each row is prefetched 512 bytes ahead. The
+accumulation is in double, with SSE2, or AVX2+F16C when the CPU has them,
+and every path adds in the same order, so they agree to the bit. The
+diagonal is read after its row is in cache. The NaN/infinity check is made on
+the sums.
+
+After the pass, what remains is:
+- reading the rows of the pivots in the complementary layer, each prefetched
+  one pivot ahead;
+- one quartile fence per pivot, with a branchless quickselect (3x faster than
+  `std::nth_element` on these vectors);
+- the budget order.
+
+This costs a fixed ~0.2-0.4 ms at N = 577 (60 pivots). It is 2-5 % of a
+23-layer select, but 10-20 % of a 2-layer one, and up to 35 % when one layer
+sits in the L3 cache.
+
+fp16 maps are converted to double on the fly (F16C). This is bound by
+computation, not memory: about 12 GB/s of fp16 on this machine.
+
+"""
+
+FOOTER = """
+![time against N](performance_scaling.png)
+
+The selection share is the part of `select` that is not the contribution
+pass. That is the complement rows re-read and the per-pivot fences, and it
+grows with the number of pivots.
+
+The PyTorch comparison (`python3 bench/torch_compare.py
+build/bench/libfreepruner_capi.so`) runs a straightforward vectorized PyTorch
+implementation of the same SPEC on the same maps, and checks that both return
+the same tokens. The README gives one run's figures.
+"""
 
 
 def run(binary, pattern):
@@ -56,8 +108,8 @@ def main():
         lines.append(f"| {n} | {mb:.0f} | {b['select_ms']:.2f} | {b['pass_ms']:.2f} | {b['read_ms']:.2f} | "
                      f"{b['x_read']:.2f} | {100 * b['share_select']:.1f} % | {int(b['pivotal'])} |")
     table = "\n".join(lines) + "\n"
-    with open(os.path.join(docs, "performance_table.md"), "w") as f:
-        f.write(table)
+    with open(os.path.join(docs, "performance.md"), "w") as f:
+        f.write(HEADER + table + FOOTER)
     print(table)
 
     fig, ax = plt.subplots(figsize=(6.4, 4.2), dpi=120)
@@ -73,7 +125,7 @@ def main():
     ax.legend()
     fig.tight_layout()
     fig.savefig(os.path.join(docs, "performance_scaling.png"))
-    print("wrote docs/performance_table.md and docs/performance_scaling.png")
+    print("wrote docs/performance.md and docs/performance_scaling.png")
 
 
 if __name__ == "__main__":

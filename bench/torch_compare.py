@@ -5,8 +5,9 @@ implementation of the same SPEC, on the same maps, in one run.
     python3 bench/torch_compare.py [build/bench/libfreepruner_capi.so]
 
 Needs numpy and torch (Debian: python3-numpy python3-torch). Both sides
-must return the same tokens (checked); the table prints the speed-up, with
-PyTorch on one thread (as freepruner) and on all threads.
+must return the same tokens (checked). The table prints the speed-up over
+PyTorch with float32 reductions (what most code writes) and with float64
+ones (freepruner's precision), on one thread as freepruner, and on all.
 """
 import ctypes
 import os
@@ -24,11 +25,12 @@ def linear_quantiles(x, dim=-1):
     return qs[0], qs[1]
 
 
-def torch_select(maps, prefix, suffix, m, fence=1.5):
-    """SPEC steps 0-5, vectorized; maps: float32 [L, H, N, N]; m: budget count (None = adaptive)."""
+def torch_select(maps, prefix, suffix, m, dtype, fence=1.5):
+    """SPEC steps 0-5, vectorized; maps: float32 [L, H, N, N]; m: budget count (None = adaptive);
+    dtype: the precision of the reductions (float32 as most code would; float64 as freepruner)."""
     L, H, N, _ = maps.shape
     first, last = prefix, N - suffix
-    mean = maps.to(torch.float64).mean(dim=1)                                # step 0: [L, N, N]
+    mean = maps.to(dtype).mean(dim=1)                                        # step 0: [L, N, N]
     r = mean.sum(dim=1) - torch.diagonal(mean, dim1=1, dim2=2)               # step 1: [L, N]
     rc = r[:, first:last]
     q1, q3 = linear_quantiles(rc)
@@ -96,29 +98,40 @@ def main():
             raise RuntimeError(err.value.decode())
         return kept[:count.value]
 
-    threads = torch.get_num_threads()
-    print(f"torch {torch.__version__} ({threads} threads available), numpy {np.__version__}")
-    print(f"{'case':<26} {'MB':>6} {'freepruner ms':>14} {'torch 1T ms':>12} {'x (1T)':>8} {'torch {0}T ms'.format(threads):>12} {'x':>7}  same")
-    cases = [("CLIP-336, 2 layers, half", 2, 16, 577, 1, 288), ("CLIP-336, 2 layers, adaptive", 2, 16, 577, 1, None),
-             ("CLIP-336, 23 layers, half", 23, 16, 577, 1, 288), ("Video-LLaVA frame, 2 layers", 2, 16, 257, 1, 128),
-             ("SigLIP 729, 2 layers", 2, 16, 729, 0, 364), ("Qwen2-VL 1024, 2 layers", 2, 16, 1024, 0, 512)]
-    for name, L, H, N, prefix, m in cases:
-        maps = make_maps(L, H, N)
-        tmaps = torch.from_numpy(maps)
+    threads = os.cpu_count() or 1
+    print(f"torch {torch.__version__}, numpy {np.__version__}; freepruner on 1 thread; "
+          f"torch with float32 or float64 reductions, on 1 thread and on {threads}")
+    print(f"{'case':<30} {'MB':>6} {'freepruner':>10} {'f32 1T':>8} {'x':>5} {'f64 1T':>8} {'x':>5} "
+          f"{'f32 ' + str(threads) + 'T':>8} {'x':>5}  same tokens")
+    # (name, batch, layers, heads, tokens, prefix, budget count or None for adaptive)
+    cases = [("CLIP-336, 2 layers, count 288", 1, 2, 16, 577, 1, 288),
+             ("CLIP-336, 2 layers, adaptive", 1, 2, 16, 577, 1, None),
+             ("CLIP-336, 23 layers, count 288", 1, 23, 16, 577, 1, 288),
+             ("Video-LLaVA, 8 frames of 257", 8, 2, 16, 257, 1, 128),
+             ("SigLIP 729, 2 layers", 1, 2, 16, 729, 0, 364),
+             ("Qwen2-VL 1024, 2 layers", 1, 2, 16, 1024, 0, 512)]
+    ok = True
+    for name, B, L, H, N, prefix, m in cases:
+        items = [make_maps(L, H, N, seed=7 + b) for b in range(B)]
+        titems = [torch.from_numpy(x) for x in items]
         reps = 3 if L > 2 else 7
-        t_fp, kept_fp = best_of(lambda: fp_select(maps, prefix, m), reps)
-        torch.set_num_threads(1)
-        t_t1, kept_t = best_of(lambda: torch_select(tmaps, prefix, 0, m), reps)
-        torch.set_num_threads(threads)
-        t_tn, _ = best_of(lambda: torch_select(tmaps, prefix, 0, m), reps)
-        same = np.array_equal(kept_fp, kept_t.numpy())
-        print(f"{name:<26} {maps.nbytes / 1e6:6.1f} {t_fp * 1e3:14.2f} {t_t1 * 1e3:12.2f} {t_t1 / t_fp:8.1f} "
-              f"{t_tn * 1e3:12.2f} {t_tn / t_fp:7.1f}  {'yes' if same else 'NO'}")
-        if not same:
-            print("  freepruner:", kept_fp.tolist())
-            print("  torch:     ", kept_t.tolist())
-            sys.exit(1)
-
+        t_fp, kept_fp = best_of(lambda: [fp_select(x, prefix, m) for x in items], reps)
+        times, same = {}, True
+        for dtype, nthreads in ((torch.float32, 1), (torch.float64, 1), (torch.float32, threads)):
+            torch.set_num_threads(nthreads)
+            times[(dtype, nthreads)], kept_t = best_of(
+                lambda: [torch_select(x, prefix, 0, m, dtype) for x in titems], reps)
+            for a, b in zip(kept_fp, kept_t):
+                if not np.array_equal(a, b.numpy()):
+                    same = False
+                    print(f"  {name}, torch {dtype}: tokens differ\n  freepruner: {a.tolist()}\n  torch:      {b.tolist()}")
+        ok &= same
+        mb = sum(x.nbytes for x in items) / 1e6
+        row = f"{name:<30} {mb:6.1f} {t_fp * 1e3:8.2f}ms"
+        for key in ((torch.float32, 1), (torch.float64, 1), (torch.float32, threads)):
+            row += f" {times[key] * 1e3:6.1f}ms {times[key] / t_fp:5.1f}"
+        print(row + f"  {'yes' if same else 'NO'}")
+    sys.exit(0 if ok else 1)
 
 if __name__ == "__main__":
     main()

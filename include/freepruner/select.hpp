@@ -74,8 +74,10 @@ struct backend<host_memory> {
   static status run(const Tensor& t, const plan& p, index_t m, const options& o, selection& out) {
     const std::size_t layers = p.pivot_layers.size(), n = static_cast<std::size_t>(p.tokens);
     std::vector<double> degrees(layers * n), scratch;
-    for (std::size_t k = 0; k < layers; ++k)
+    for (std::size_t k = 0; k < layers; ++k) {
       if (auto s = cpu::contribution_degree(t, p.pivot_layers[k], &degrees[k * n], scratch); !s) return s;
+      if (auto s = check_spread(&degrees[k * n], p.first, p.last, "the contribution degrees r"); !s) return s;
+    }
     const auto pivots = pivotal_from_degrees(degrees.data(), layers, p, o.pivots_per_layer, o.fence_factor);
     std::vector<token_t> comps;
     std::vector<double> affinity;
@@ -167,6 +169,7 @@ inline status flatten_degrees(const std::vector<std::vector<double>>& degrees, c
       if (!std::isfinite(degrees[k][i]))
         return fail(errc::non_finite, "degrees[", static_cast<long long>(k), "][", static_cast<long long>(i),
                     "] = ", degrees[k][i], " (must be finite)");
+    if (auto s = check_spread(degrees[k].data(), p.first, p.last, "degrees[k]"); !s) return s;
     flat.insert(flat.end(), degrees[k].begin(), degrees[k].end());
   }
   return {};

@@ -105,6 +105,24 @@ inline status make_plan(const std::array<index_t, 4>& e, const options& o, plan&
   return {};
 }
 
+// Finite scores can lie so far apart that the quartile arithmetic overflows
+// (b - a in the interpolation, Q3 - Q1): their spread must be finite. An
+// overflow of Q3 + f (Q3 - Q1) itself is harmless: +inf is above every value,
+// as the true fence is. (Values near 1e308 reach this; attention never does.)
+template <class S>
+status check_spread(const S* x, index_t first, index_t last, const char* what) {
+  if (first >= last) return {};
+  S lo = x[first], hi = x[first];
+  for (index_t i = first + 1; i < last; ++i) {
+    lo = x[i] < lo ? x[i] : lo;
+    hi = x[i] > hi ? x[i] : hi;
+  }
+  if (!std::isfinite(static_cast<double>(hi - lo)))
+    return fail(errc::non_finite, what, " spans ", static_cast<double>(lo), " to ", static_cast<double>(hi),
+                ": the quartiles would overflow (sums of these maps leave the double range)");
+  return {};
+}
+
 // SPEC step 5: the budget's exact token count m for M candidates.
 inline status budget_tokens(const budget& b, index_t candidates, index_t& m) {
   switch (b.mode()) {

@@ -92,6 +92,7 @@ status contribution_degree(const Tensor& t, index_t l, double* r, std::vector<do
   }
   if (!Eigen::Map<const Eigen::ArrayXd>(r, n).allFinite()) return locate_non_finite(t, l, {}, {});
   for (index_t i = 0; i < n; ++i) r[i] = (r[i] - diagonal[static_cast<std::size_t>(i)]) / static_cast<double>(heads);
+  if (!Eigen::Map<const Eigen::ArrayXd>(r, n).allFinite()) return locate_non_finite(t, l, {}, {});  // overflow
   return {};
 }
 
@@ -151,9 +152,15 @@ status complementary(const Tensor& t, const std::vector<token_t>& pivots, const 
     part.assign(pivots.begin() + static_cast<std::ptrdiff_t>(first),
                 pivots.begin() + static_cast<std::ptrdiff_t>(std::min(pivots.size(), first + chunk)));
     if (auto s = complementary_scores(t, p.complementary_layer, part, p, dir, scores); !s) return s;
-    for (std::size_t k = 0; k < part.size(); ++k) builder.add(&scores[k * n], part[k]);
+    for (std::size_t k = 0; k < part.size(); ++k) {
+      if (auto s = check_spread(&scores[k * n], p.first, p.last, "the complementary scores v_p"); !s) return s;
+      builder.add(&scores[k * n], part[k]);
+    }
   }
   out = builder.finish(affinity);
+  if (!Eigen::Map<const Eigen::ArrayXd>(affinity.data(), p.tokens).allFinite())
+    return fail(errc::non_finite, "the affinity of layer ", static_cast<long long>(p.complementary_layer),
+                " overflows: sums of these maps leave the double range");
   return {};
 }
 
