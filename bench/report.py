@@ -64,6 +64,14 @@ The selection share is the part of `select` that is not the contribution
 pass. That is the complement rows re-read and the per-pivot fences, and it
 grows with the number of pivots.
 
+**Known limit (N >= 2048).** The double accumulator of one row is 8N bytes:
+32 KB at N = 4096, all of L1. Rows of a power-of-two length also start at
+addresses that collide in the same cache sets. As a result, the pass falls
+from read speed to 1.4x the read at N = 2048 and 4.1x at N = 4096.
+Measured: a half-row stagger between the four streams alone brings N = 4096
+from 6 to 19 GB/s. The fix is to tile the columns, with accumulator tiles of
+at most 16 KB and staggered streams. It is not done yet.
+
 The PyTorch comparison (`python3 bench/torch_compare.py
 build/bench/libfreepruner_capi.so`) runs a straightforward vectorized PyTorch
 implementation of the same SPEC on the same maps, and checks that both return
