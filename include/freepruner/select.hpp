@@ -154,12 +154,16 @@ std::vector<double> contribution_degree(const Tensor& maps, index_t layer) {
 namespace detail {
 
 // Checks a table of degrees (one N-vector per pivot layer) and flattens it.
+// Its rows are the pivot layers, so the options' layer choices do not apply.
 inline status flatten_degrees(const std::vector<std::vector<double>>& degrees, const options& o, plan& p,
                               std::vector<double>& flat) {
   if (degrees.empty()) return fail(errc::invalid_shape, "degrees: no layer given (need at least one)");
   const auto n = static_cast<index_t>(degrees.front().size());
   if (n == 0) return fail(errc::invalid_shape, "degrees[0] is empty (need one value per token)");
-  if (auto s = make_plan({static_cast<index_t>(degrees.size()), 1, n, n}, o, p); !s) return s;
+  options table = o;
+  table.pivot_layers.clear();
+  table.complementary_layer = -1;
+  if (auto s = make_plan({static_cast<index_t>(degrees.size()), 1, n, n}, table, p); !s) return s;
   flat.clear();
   for (std::size_t k = 0; k < degrees.size(); ++k) {
     if (static_cast<index_t>(degrees[k].size()) != n)
@@ -193,12 +197,9 @@ inline status check_token_set(const std::vector<token_t>& given, const plan& p, 
 /// layers (one vector of N values per layer, as `contribution_degree` returns).
 /// Uses `prefix_tokens`, `suffix_tokens`, `pivots_per_layer`, `fence_factor`.
 inline std::vector<token_t> pivotal_tokens(const std::vector<std::vector<double>>& degrees, const options& o = {}) {
-  options all_layers = o;
-  all_layers.pivot_layers.clear();
-  all_layers.complementary_layer = -1;
   detail::plan p;
   std::vector<double> flat;
-  detail::check(detail::flatten_degrees(degrees, all_layers, p, flat));
+  detail::check(detail::flatten_degrees(degrees, o, p, flat));
   return detail::pivotal_from_degrees(flat.data(), degrees.size(), p, o.pivots_per_layer, o.fence_factor);
 }
 
@@ -220,12 +221,9 @@ complements complementary_tokens(const Tensor& maps, const std::vector<token_t>&
 /// SPEC steps 4-5: the kept set for a budget, from the stages' outputs.
 inline selection fit_budget(const std::vector<std::vector<double>>& degrees, const std::vector<token_t>& pivotal,
                             const complements& c, const budget& b, const options& o = {}) {
-  options all_layers = o;
-  all_layers.pivot_layers.clear();
-  all_layers.complementary_layer = -1;
   detail::plan p;
   std::vector<double> flat;
-  detail::check(detail::flatten_degrees(degrees, all_layers, p, flat));
+  detail::check(detail::flatten_degrees(degrees, o, p, flat));
   index_t m = 0;
   detail::check(detail::budget_tokens(b, p.candidates, m));
   std::vector<token_t> pivots, comps;
