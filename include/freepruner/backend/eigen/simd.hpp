@@ -15,6 +15,7 @@
 #if (defined(__x86_64__) || defined(_M_X64)) && (defined(__GNUC__) || defined(__clang__)) && \
     !defined(FREEPRUNER_NO_SIMD)
 #define FREEPRUNER_X86_SIMD 1
+#include <cpuid.h>
 #include <immintrin.h>
 #else
 #define FREEPRUNER_X86_SIMD 0
@@ -37,12 +38,24 @@ inline double to_double(E x) noexcept {
 /// Instruction sets the kernels can use, best last.
 enum class simd_level : int { scalar = 0, sse2 = 1, avx2 = 2 };
 
+#if FREEPRUNER_X86_SIMD
+// CPUID rather than __builtin_cpu_supports, which knows no "f16c" in clang 14:
+// AVX2 and F16C in the CPU, and YMM state saved by the OS (XGETBV).
+inline bool cpu_has_avx2_f16c() noexcept {
+  unsigned a = 0, b = 0, c = 0, d = 0;
+  if (!__get_cpuid(1, &a, &b, &c, &d)) return false;
+  if (!(c & bit_OSXSAVE) || !(c & bit_AVX) || !(c & bit_F16C)) return false;
+  unsigned xcr0 = 0, xcr0_high = 0;
+  __asm__("xgetbv" : "=a"(xcr0), "=d"(xcr0_high) : "c"(0));
+  if ((xcr0 & 6u) != 6u) return false;  // XMM and YMM registers enabled
+  if (!__get_cpuid_count(7, 0, &a, &b, &c, &d)) return false;
+  return (b & bit_AVX2) != 0;
+}
+#endif
+
 inline simd_level detected_simd() noexcept {
 #if FREEPRUNER_X86_SIMD
-  static const simd_level level = [] {
-    __builtin_cpu_init();
-    return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("f16c") ? simd_level::avx2 : simd_level::sse2;
-  }();
+  static const simd_level level = cpu_has_avx2_f16c() ? simd_level::avx2 : simd_level::sse2;
   return level;
 #else
   return simd_level::scalar;
