@@ -90,9 +90,9 @@ status contribution_degree(const Tensor& t, index_t l, double* r, std::vector<do
     // each row's stream mid-row and defeat the prefetcher (1.8x slower).
     for (int k = 0; k < count; ++k) diagonal[static_cast<std::size_t>(at[k])] += to_double(rows[k][at[k] * ks]);
   }
-  if (!Eigen::Map<const Eigen::ArrayXd>(r, n).allFinite()) return locate_non_finite(t, l, {}, {});
   for (index_t i = 0; i < n; ++i) r[i] = (r[i] - diagonal[static_cast<std::size_t>(i)]) / static_cast<double>(heads);
-  if (!Eigen::Map<const Eigen::ArrayXd>(r, n).allFinite()) return locate_non_finite(t, l, {}, {});  // overflow
+  // A NaN or infinity read, or a sum that overflowed, leaves r non-finite.
+  if (!Eigen::Map<const Eigen::ArrayXd>(r, n).allFinite()) return locate_non_finite(t, l, {}, {});
   return {};
 }
 
