@@ -66,8 +66,10 @@ status contribution_degree(const Tensor& t, index_t l, double* r, std::vector<do
   std::fill(r, r + n, 0.0);
   diagonal.assign(static_cast<std::size_t>(n), 0.0);
   // The H*N rows (h, i) form row_block segments read side by side, so each
-  // block sums rows that are far apart in memory.
-  const index_t total = heads * n, segment = (total + row_block - 1) / row_block;
+  // block sums rows that are far apart in memory. An odd segment length keeps
+  // the streams off a common power-of-two distance: at N = 4096 an even one
+  // put all four in the same DRAM banks and cache sets (3.3x slower).
+  const index_t total = heads * n, segment = ((total + row_block - 1) / row_block) | 1;
   index_t head[row_block], query[row_block];  // each segment's cursor (no division per row)
   for (int k = 0; k < row_block; ++k) {
     head[k] = (k * segment) / n;
