@@ -10,40 +10,49 @@
 ///
 /// ## State (bytes)
 ///
-/// With N tokens, M = N - prefix - suffix candidates, P pivot layers, L layers:
+/// With N tokens, M = N - prefix - suffix candidates, P pivot layers, L
+/// layers, and |P|, |Q| the pivotal and complementary tokens of the image:
 ///
-///     8 P N      contribution degrees r_l of the pivot layers (steps 0-1)
-///   + 8 N        diagonal scratch of one layer's degree pass
-///   + 8 N        affinity w (step 3, the fill order of step 5)
-///   + 8 N        score vector of one pivot (row direction), or
-///     8 K N      K = min(|P|, max(1, 2^21 / N)) column score vectors (column direction,
-///                one pass over the layer per K pivots, as `select` does)
-///   + 4 (|P| + |Q|)  pivotal and complementary tokens (at most 4 M each)
-///   + 8 (L + 2 P)    layer tables
-///   + 8 M N      only when the complementary layer is observed before the
-///                last pivot layer: its score vector for every candidate
-///                (the head mean, N x N restricted to candidate pivots), kept
-///                until the pivots are known.
+///       8 P N          contribution degrees r_l of the pivot layers (steps 0-1)
+///     + 8 N            diagonal scratch of one layer's degree pass
+///     + 8 N            affinity w (step 3; the fill order of step 5)
+///     + 4 (|P| + |Q|)  the pivotal and complementary tokens
+///     + 8 (L + 2 P)    layer tables (8 (L + P) when options.pivot_layers is empty)
+///   and, for step 3, either
+///     + 8 N            one pivot's row scores, or 8 K N for column scores,
+///                      K = min(|P|, max(1, 2^21 / N)) (one pass over the layer
+///                      per K pivots, as `select` makes), when the complementary
+///                      layer comes at or after the last pivot layer: its pivot
+///                      rows (columns) are read as it is observed;
+///     + 8 M N          when it comes before the last pivot layer: the score
+///                      vector of every candidate (the head mean of its rows,
+///                      or columns, of candidates), kept until the pivots are known.
 ///
-/// No copy of a layer's maps is kept. For CLIP-336 (N = 577, M = 576, the
-/// defaults: every layer a pivot layer, row scores from the last) that is
-/// 8 (P + 3) N = 23 KB for L = 2 and 115 KB for L = 23, plus the token
-/// lists; a complementary layer before the last pivot layer adds 2.66 MB.
-/// `state_bytes()` reports the capacity of every buffer held (not
-/// counting `sizeof(pruner)`). Buffers keep their capacity across `reset()`,
-/// so a pruner serving a stream of same-shaped images allocates nothing new
-/// for its state after the first (the decision steps still allocate small
-/// scratch vectors, as `select` does).
+/// No copy of a layer's maps is kept. CLIP-336 (N = 577, M = 576, defaults:
+/// every layer a pivot layer, row scores from the last): 8 (L + 3) N + 16 L
+/// bytes plus the tokens, 23,756 bytes for L = 2 and 121,028 for L = 23
+/// (6 pivotal, 155 complementary tokens); a complementary layer before the
+/// last pivot layer makes it 2,677,956 bytes for L = 2. `state_bytes()`
+/// reports the capacity of every buffer held (not `sizeof(pruner)`).
+/// Buffers keep their capacity across `reset()`: a pruner serving a stream
+/// of same-shaped images reallocates its state only when an image needs more
+/// tokens than any before. (The decision steps allocate O(N) scratch during
+/// an `observe`, as `select` does, and free it.)
 ///
 /// ## Errors
 ///
-/// `observe`, `skip` and `select` throw `freepruner::error` (the `try_`
-/// forms return the `status`). After a failed call the pruner is unchanged:
-/// the same layer is still the next one, so the caller may retry it, skip
-/// ahead is not possible, and `reset()` starts over. Non-finite values are
-/// reported by the `observe` that reads them, with `select`'s message;
-/// the pivot rows (or columns) of a complementary layer observed before the
-/// last pivot layer are checked when that last pivot layer is observed.
+/// `observe`, `skip` and `select` throw `freepruner::error`; `try_observe`,
+/// `try_skip` and `try_select` return the `status` instead. Calls out of
+/// order (an observe after L layers, a select before them, a skip of a
+/// layer `wants()` reads) are `errc::invalid_layer`; a layer whose extents
+/// are not [1][H][N][N], with the pruner's N and the image's first H, is
+/// `errc::invalid_shape`. After any failed call the pruner is unchanged:
+/// `observed()` still names the same layer, which may be passed again, or
+/// `reset()` starts over. A NaN or an infinity is reported, with `select`'s
+/// message, by the `observe` that reads it; the pivot rows (or columns) of
+/// a complementary layer observed before the last pivot layer are read, and
+/// checked, when that last pivot layer is observed. As in `select`, values
+/// of layers that neither pick pivots nor give complements are not read.
 ///
 /// ## Threads
 ///
@@ -199,11 +208,23 @@ class attention_source {
           cpu::add_rows(rows, count, n, ks, &out[static_cast<std::size_t>((p - first) * n)]);
         }
     } else {  // complementary_scores' column sums: heads in order, candidate rows j
-      for (index_t h = 0; h < heads; ++h)
-        for (index_t j = first; j < last; ++j) {
-          const auto* row = tr::row(*stack_.tensor, 0, h, j);
-          for (index_t p = first; p < last; ++p) v(j, p - first) += cpu::to_double(row[p * ks]);
-        }
+      // Summed along the rows in a block of rows, then transposed: adding
+      // into the transposed matrix directly is 5x slower (a cache line per
+      // element). Each element still adds the heads in order from 0.
+      constexpr index_t block = 8;
+      std::vector<double> sums(static_cast<std::size_t>(block * n));
+      for (index_t j0 = first; j0 < last; j0 += block) {
+        const index_t j1 = std::min(last, j0 + block);
+        std::fill(sums.begin(), sums.end(), 0.0);
+        for (index_t h = 0; h < heads; ++h)
+          for (index_t j = j0; j < j1; ++j) {
+            // One row at a time: acc + (0 + x) is acc + x here (acc is never -0).
+            const typename tr::value_type* row = tr::row(*stack_.tensor, 0, h, j) + first * ks;
+            cpu::add_rows(&row, 1, m, ks, &sums[static_cast<std::size_t>((j - j0) * n + first)]);
+          }
+        for (index_t j = j0; j < j1; ++j)
+          for (index_t p = first; p < last; ++p) v(j, p - first) = sums[static_cast<std::size_t>((j - j0) * n + p)];
+      }
     }
     faults.clear();
     for (index_t p = first; p < last; ++p)
@@ -370,34 +391,20 @@ class pruner {
   template <class Tensor>
   status try_observe(const Tensor& layer_maps) {
     static_assert(detail::assert_host_tensor<Tensor>(), "");
-    const index_t l = observed_;
-    if (l >= plan_.layers)
-      return detail::fail(errc::invalid_layer, "pruner::observe: all ", static_cast<long long>(plan_.layers),
-                          " layers were already observed (reset() starts the next image)");
+    if (auto s = check_room("observe"); !s) return s;
     const auto e = attention_traits<Tensor>::extents(layer_maps);
     if (e[0] != 1)
-      return detail::fail(errc::invalid_shape, "pruner::observe, layer ", static_cast<long long>(l),
+      return detail::fail(errc::invalid_shape, "pruner::observe, layer ", static_cast<long long>(observed_),
                           ": layer_maps has layers = ", static_cast<long long>(e[0]),
                           " (observe takes one layer: extents [1][heads][tokens][tokens])");
     if (auto s = detail::check_shape(e); !s) return s;
-    if (e[2] != plan_.tokens)
-      return detail::fail(errc::invalid_shape, "pruner::observe, layer ", static_cast<long long>(l),
-                          ": layer_maps has tokens = ", static_cast<long long>(e[2]), ", the pruner was built for tokens = ",
-                          static_cast<long long>(plan_.tokens));
-    if (heads_known_ && e[1] != plan_.heads)
-      return detail::fail(errc::invalid_shape, "pruner::observe, layer ", static_cast<long long>(l),
-                          ": layer_maps has heads = ", static_cast<long long>(e[1]), ", the image's first layer had heads = ",
-                          static_cast<long long>(plan_.heads));
+    if (auto s = check_layer(e[1], e[2], "layer_maps"); !s) return s;
     if (attention_traits<Tensor>::row(layer_maps, 0, 0, 0) == nullptr)  // select's check_data, same message
-      return detail::fail(errc::null_data, "attention maps: data of layer ", static_cast<long long>(l),
+      return detail::fail(errc::null_data, "attention maps: data of layer ", static_cast<long long>(observed_),
                           " is null with shape [", static_cast<long long>(plan_.layers), ", ", static_cast<long long>(e[1]),
                           ", ", static_cast<long long>(plan_.tokens), ", ", static_cast<long long>(plan_.tokens), "]");
-    plan_.heads = e[1];  // fixed for the image once a layer is taken
-    if (auto s = take_layer(detail::stream::attention_source<Tensor>(layer_maps, l, plan_, options_.complementary_from));
-        !s)
-      return s;
-    heads_known_ = true;
-    return {};
+    return take_layer(detail::stream::attention_source<Tensor>(layer_maps, observed_, plan_, options_.complementary_from),
+                      e[1]);
   }
 
   /// Counts layer `observed()` without maps; an error if `wants()` it.
@@ -405,10 +412,8 @@ class pruner {
 
   /// `skip` returning a status; on failure the pruner is unchanged.
   status try_skip() {
+    if (auto s = check_room("skip"); !s) return s;
     const index_t l = observed_;
-    if (l >= plan_.layers)
-      return detail::fail(errc::invalid_layer, "pruner::skip: all ", static_cast<long long>(plan_.layers),
-                          " layers were already observed (reset() starts the next image)");
     if (wants(l))
       return detail::fail(errc::invalid_layer, "pruner::skip: layer ", static_cast<long long>(l), " is ",
                           slot_[static_cast<std::size_t>(l)] >= 0 ? "a pivot layer" : "the complementary layer",
@@ -505,12 +510,42 @@ class pruner {
     return v.capacity() * sizeof(typename V::value_type);
   }
 
-  // One layer's work from a layer source (see detail::stream::attention_source
-  // for its three members); `observe` for other inputs builds another source
-  // and calls this. Writes only to buffers that no later step reads before
-  // this layer succeeds; commits on success.
+  // The checks every input of a layer shares: a layer is left to observe,
+  // and it has the pruner's N and the image's H.
+  status check_room(const char* call) const {
+    if (observed_ < plan_.layers) return {};
+    return detail::fail(errc::invalid_layer, "pruner::", call, ": all ", static_cast<long long>(plan_.layers),
+                        " layers were already observed (reset() starts the next image)");
+  }
+  status check_layer(index_t heads, index_t tokens, const char* what) const {
+    if (tokens != plan_.tokens)
+      return detail::fail(errc::invalid_shape, "pruner::observe, layer ", static_cast<long long>(observed_), ": ", what,
+                          " has tokens = ", static_cast<long long>(tokens), ", the pruner was built for tokens = ",
+                          static_cast<long long>(plan_.tokens));
+    if (heads_known_ && heads != plan_.heads)
+      return detail::fail(errc::invalid_shape, "pruner::observe, layer ", static_cast<long long>(observed_), ": ", what,
+                          " has heads = ", static_cast<long long>(heads), ", the image's first layer had heads = ",
+                          static_cast<long long>(plan_.heads));
+    return {};
+  }
+
+  // The seam for every kind of input: one checked layer (check_room,
+  // check_layer) of `heads` heads from a layer source, a class with the
+  // three members of detail::stream::attention_source (degrees, scores of
+  // given pivots, scores of every candidate), built on `plan_` (its heads
+  // are set here before any member is called). Writes only to buffers that
+  // no later step reads before this layer succeeds; commits on success.
   template <class Source>
-  status take_layer(const Source& src) {
+  status take_layer(const Source& src, index_t heads) {
+    plan_.heads = heads;  // the image's, once a layer is taken
+    if (auto s = run_layer(src); !s) return s;
+    heads_known_ = true;
+    ++observed_;
+    return {};
+  }
+
+  template <class Source>
+  status run_layer(const Source& src) {
     const index_t l = observed_, c = plan_.complementary_layer;
     const auto n = static_cast<std::size_t>(plan_.tokens);
     const index_t k = slot_[static_cast<std::size_t>(l)];
@@ -544,7 +579,6 @@ class pruner {
       complements_.assign(comps.begin(), comps.end());
       affinity_.swap(affinity);
     }
-    ++observed_;
     return {};
   }
 
