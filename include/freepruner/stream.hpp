@@ -78,9 +78,10 @@ namespace freepruner {
 namespace detail {
 namespace stream {
 
-/// Presents one observed layer (extents [1][H][N][N]) as layer `at` of the
-/// L-layer stack, so the backend's passes and messages name the layer's
-/// place in the stack, as `select` on the stacked maps does.
+/// Presents one observed layer (extents [1][H][N][N]) as an L-layer stack
+/// whose every layer is that one, so the backend's passes, called with the
+/// layer's index, name it in their messages as `select` on the stacked maps
+/// does.
 template <class Tensor>
 struct layer_in_stack {
   const Tensor* tensor;
@@ -184,7 +185,8 @@ class attention_source {
     part.resize(1);
     for (std::size_t k = 0; k < np; ++k) {
       if (k + 1 < np && ks == 1)  // as select does: the next pivot's rows while this one is summed
-        for (index_t h = 0; h < plan_.heads; ++h) cpu::prefetch(tr::row(*stack_.tensor, 0, h, pivots[k + 1]), plan_.tokens);
+        for (index_t h = 0; h < plan_.heads; ++h)
+          cpu::prefetch(tr::row(*stack_.tensor, 0, h, pivots[k + 1]), plan_.tokens);
       part[0] = pivots[k];
       status s = cpu::complementary_scores(stack_, layer_, part, plan_, dir_, buffer);
       if (s) s = sink(pivots[k], buffer.data());
@@ -208,9 +210,9 @@ class attention_source {
           cpu::add_rows(rows, count, n, ks, &out[static_cast<std::size_t>((p - first) * n)]);
         }
     } else {  // complementary_scores' column sums: heads in order, candidate rows j
-      // Summed along the rows in a block of rows, then transposed: adding
-      // into the transposed matrix directly is 5x slower (a cache line per
-      // element). Each element still adds the heads in order from 0.
+      // Summed along the rows of a block of rows, then transposed: adding
+      // into the transposed matrix directly touches a cache line per element.
+      // Each element still adds the heads in order from 0.
       constexpr index_t block = 8;
       std::vector<double> sums(static_cast<std::size_t>(block * n));
       for (index_t j0 = first; j0 < last; j0 += block) {
@@ -261,7 +263,8 @@ class attention_source {
     const index_t from = row ? 0 : plan_.first, to = row ? plan_.tokens : plan_.last;
     for (index_t h = 0; h < plan_.heads; ++h)
       for (index_t o = from; o < to; ++o) {
-        const double x = cpu::to_double(row ? tr::row(*stack_.tensor, 0, h, p)[o * ks] : tr::row(*stack_.tensor, 0, h, o)[p * ks]);
+        const auto* at = row ? tr::row(*stack_.tensor, 0, h, p) + o * ks : tr::row(*stack_.tensor, 0, h, o) + p * ks;
+        const double x = cpu::to_double(*at);
         if (!std::isfinite(x)) {
           f.head = h;
           f.other = o;
