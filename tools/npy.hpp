@@ -77,6 +77,25 @@ inline std::string shape_text(const std::vector<std::int64_t>& shape) {
   return s + ")";
 }
 
+/// Text from a file made safe for a message: bytes outside printable ASCII
+/// as \xNN, and at most `limit` of them shown.
+inline std::string printable(const std::string& text, std::size_t limit = 64) {
+  std::string out;
+  for (std::size_t k = 0; k < text.size() && k < limit; ++k) {
+    const auto c = static_cast<unsigned char>(text[k]);
+    if (c >= 0x20 && c < 0x7F && c != '\\') {
+      out += static_cast<char>(c);
+    } else {
+      static const char hex[] = "0123456789abcdef";
+      out += "\\x";
+      out += hex[c >> 4];
+      out += hex[c & 15];
+    }
+  }
+  if (text.size() > limit) out += "...";
+  return out;
+}
+
 /// CRC-32 as zip uses it (zlib's when available, a table otherwise).
 inline std::uint32_t crc32(const unsigned char* p, std::size_t n, std::uint32_t crc = 0) {
 #if FREEPRUNER_TOOL_HAVE_ZLIB
@@ -215,7 +234,7 @@ class literal_parser {
       v.type = literal::kind::integer;
       v.number = parse_integer();
     } else {
-      fail(std::string("unexpected character '") + c + "'");
+      fail("unexpected character '" + printable(std::string(1, c)) + "'");
     }
     return v;
   }
@@ -298,8 +317,8 @@ inline header parse_header(const unsigned char* p, std::size_t size, const std::
                                    : dict.keys[k] == "fortran_order" ? &fortran
                                    : dict.keys[k] == "shape"         ? &shape
                                                                      : nullptr;
-    if (slot == nullptr) throw error(what + ": bad .npy header: unexpected key '" + dict.keys[k] + "'");
-    if (*slot != nullptr) throw error(what + ": bad .npy header: key '" + dict.keys[k] + "' given twice");
+    if (slot == nullptr) throw error(what + ": bad .npy header: unexpected key '" + printable(dict.keys[k]) + "'");
+    if (*slot != nullptr) throw error(what + ": bad .npy header: key '" + printable(dict.keys[k]) + "' given twice");
     *slot = &dict.items[k];
   }
   if (!descr || !fortran || !shape)
@@ -315,9 +334,9 @@ inline header parse_header(const unsigned char* p, std::size_t size, const std::
   else if (kind == "f4") h.type = dtype::float32;
   else if (kind == "f8") h.type = dtype::float64;
   else
-    throw error(what + ": dtype '" + d + "' is not supported (float16 '<f2', float32 '<f4' or float64 '<f8')");
+    throw error(what + ": dtype '" + printable(d) + "' is not supported (float16 '<f2', float32 '<f4' or float64 '<f8')");
   if (order != '<' && order != '>')
-    throw error(what + ": dtype '" + d + "' has no byte order ('<' little-endian or '>' big-endian)");
+    throw error(what + ": dtype '" + printable(d) + "' has no byte order ('<' little-endian or '>' big-endian)");
   h.swap = (order == '<') != detail::host_is_little_endian();
 
   if (fortran->type != detail::literal::kind::boolean)
@@ -465,7 +484,7 @@ inline std::vector<zip_entry> zip_directory(const unsigned char* p, std::size_t 
     e.local_offset = le32(p + at + 42);
     if (end - at - 46 < name_len + extra_len + comment_len)
       throw error(what + ": corrupt zip archive (central directory entry " + std::to_string(k) + " runs past it)");
-    e.name.assign(reinterpret_cast<const char*>(p + at + 46), name_len);
+    e.name = printable(std::string(reinterpret_cast<const char*>(p + at + 46), name_len), 0xFFFF);
     // Zip64 extra field: 8-byte values for the fields saturated above, in this order.
     const unsigned char* x = p + at + 46 + name_len;
     const unsigned char* x_end = x + extra_len;

@@ -39,7 +39,10 @@ std::string quote(const std::string& s) {
 // The tool's stdout and exit code (stderr goes to the terminal, for the log).
 int run(const std::string& tool, const std::vector<std::string>& args, std::string& out) {
   std::string cmd = quote(tool);
-  for (const auto& a : args) cmd += " " + quote(a);
+  for (const auto& a : args) {
+    cmd += ' ';
+    cmd += quote(a);
+  }
   out.clear();
   FILE* p = popen(cmd.c_str(), "r");
   if (p == nullptr) return -1;
@@ -83,9 +86,15 @@ std::string show(const std::vector<freepruner::selection>& v) {
   std::string s;
   for (const auto& x : v) {
     s += "[";
-    for (token_t t : x.indices) s += " " + std::to_string(t);
+    for (token_t t : x.indices) {
+      s += ' ';
+      s += std::to_string(t);
+    }
     s += " | ";
-    for (token_t t : x.pivotal) s += " " + std::to_string(t);
+    for (token_t t : x.pivotal) {
+      s += ' ';
+      s += std::to_string(t);
+    }
     s += " ]";
   }
   return s;
@@ -243,7 +252,10 @@ void random_case(const std::string& tool, const std::string& scratch, std::mt199
     std::shuffle(used.begin(), used.end(), rng);
     used.resize(static_cast<std::size_t>(pick(1, L)));
     std::string list;
-    for (int l : used) list += (list.empty() ? "" : ",") + std::to_string(pick(0, 1) ? l : l - L);
+    for (int l : used) {
+      if (!list.empty()) list += ',';
+      list += std::to_string(pick(0, 1) ? l : l - L);
+    }
     args.insert(args.end(), {"--layers", list});
   }
   const int U = static_cast<int>(used.size());
@@ -269,7 +281,8 @@ void random_case(const std::string& tool, const std::string& scratch, std::mt199
     for (int l = 0; l < U; ++l)
       if (pick(0, 1) || (l == U - 1 && list.empty())) {
         o.pivot_layers.push_back(l);
-        list += (list.empty() ? "" : ",") + std::to_string(pick(0, 1) ? l : l - U);
+        if (!list.empty()) list += ',';
+        list += std::to_string(pick(0, 1) ? l : l - U);
       }
     args.insert(args.end(), {"--pivot-layers", list});
   }

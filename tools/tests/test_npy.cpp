@@ -196,7 +196,7 @@ TEST_CASE("npz: a stored entry whose data is misaligned in the file is copied, i
 #if !FREEPRUNER_TOOL_HAVE_ZLIB
 TEST_CASE("npz: without zlib a compressed archive is an error that says so") {
   std::string z = npy_writer::zip({{"arr_0.npy", tiny_npy()}});
-  z[8] = 8;  // method: deflate
+  z[z.find("PK\1\2") + 10] = 8;  // method: deflate
   CHECK_THAT(npz_error(z), Catch::Contains("built without zlib"));
 }
 #endif
@@ -236,6 +236,10 @@ TEST_CASE("npy: each bad file is an error naming the file and the problem") {
   CHECK_THAT(npy_error(with_dict("{'descr': " + std::string(40, '(') + "}")), Contains("nested too deeply"));
   CHECK_THAT(npy_error(with_dict("{'descr': '<i4', 'fortran_order': False, 'shape': (2, 3)}")), Contains("dtype '<i4' is not supported"));
   CHECK_THAT(npy_error(with_dict("{'descr': '<c8', 'fortran_order': False, 'shape': (2, 3)}")), Contains("dtype '<c8' is not supported"));
+  CHECK_THAT(npy_error(with_dict("{'descr': '<\xe8\x1b[2J', 'fortran_order': False, 'shape': (2, 3)}")),
+             Contains("dtype '<\\xe8\\x1b[2J' is not supported"));
+  CHECK_THAT(npy_error(with_dict("{'descr': '" + std::string(100, 'x') + "', 'fortran_order': False, 'shape': (2, 3)}")),
+             Contains("dtype '" + std::string(64, 'x') + "...' is not supported"));
   CHECK_THAT(npy_error(with_dict("{'descr': '|f4', 'fortran_order': False, 'shape': (2, 3)}")), Contains("has no byte order"));
   CHECK_THAT(npy_error(with_dict("{'descr': [('a', '<f4')], 'fortran_order': False, 'shape': (2, 3)}")), Contains("structured dtype"));
   CHECK_THAT(npy_error(npy_writer::npy(npy_writer::dict("<f4", true, {2, 3}), tiny.data(), 24)), Contains("Fortran (column-major) order"));
@@ -270,6 +274,7 @@ TEST_CASE("npz: each bad archive is an error naming the file and the problem") {
   CHECK_THAT(npz_error(patched(local + 28, std::string("\xff\xff", 2))), Contains("run past the end of the file"));
   CHECK_THAT(npz_error(npy_writer::zip({{"arr_0.txt", "hello"}})), Contains("entry 'arr_0.txt' is not a .npy array"));
   CHECK_THAT(npz_error(npy_writer::zip({{"a.npy", tiny_npy()}, {"a.npy", tiny_npy()}})), Contains("holds 'a.npy' twice"));
+  CHECK_THAT(npz_error(npy_writer::zip({{"\x1b]0;x\x07\xff.txt", "hello"}})), Contains("entry '\\x1b]0;x\\x07\\xff.txt' is not a .npy array"));
   std::string bad_entry = tiny_npy();
   bad_entry[6] = 9;
   CHECK_THAT(npz_error(npy_writer::zip({{"arr_0.npy", bad_entry}})), Contains("bad.npz: entry 'arr_0.npy': .npy format version 9.0"));
