@@ -50,8 +50,8 @@ inline const char* dtype_name(dtype t) {
 }
 
 /// One array: its elements in host byte order, aligned for the element type,
-/// kept alive by `owner` (the whole file's bytes for a stored entry, so a
-/// large map is not copied).
+/// kept alive by `owner` (the bytes as read from the file, so a large map is
+/// not copied again).
 struct array {
   std::string name;                   // the file, or the archive entry without ".npy"
   dtype type = dtype::float32;
@@ -400,76 +400,109 @@ inline array from_npy_bytes(const std::shared_ptr<const unsigned char>& owner, c
   return a;
 }
 
-/// The whole file, or an error naming why it cannot be read.
-inline std::shared_ptr<const unsigned char> read_file(const std::string& path, std::size_t& size) {
-  namespace fs = std::filesystem;
-  std::error_code ec;
-  const auto st = fs::status(path, ec);
-  if (ec || !fs::exists(st)) throw error(path + ": cannot open: no such file");
-  if (fs::is_directory(st)) throw error(path + ": cannot read: it is a directory");
-  std::ifstream in(path, std::ios::binary);
-  if (!in) throw error(path + ": cannot open: " + std::strerror(errno));
-  in.seekg(0, std::ios::end);
-  const std::streamoff end = in.tellg();
-  if (end < 0) throw error(path + ": cannot read: its size is unknown");
-  in.seekg(0, std::ios::beg);
-  size = static_cast<std::size_t>(end);
-  auto bytes = detail::allocate(size);
-  if (size > 0 && !in.read(reinterpret_cast<char*>(bytes.get()), static_cast<std::streamsize>(size)))
-    throw error(path + ": cannot read all " + std::to_string(size) + " bytes");
-  return bytes;
-}
+/// An open file read at given offsets; every read is checked against its size.
+class file_reader {
+ public:
+  explicit file_reader(const std::string& path) : path_(path) {
+    namespace fs = std::filesystem;
+    std::error_code ec;
+    const auto st = fs::status(path, ec);
+    if (ec || !fs::exists(st)) throw error(path + ": cannot open: no such file");
+    if (fs::is_directory(st)) throw error(path + ": cannot read: it is a directory");
+    in_.open(path, std::ios::binary);
+    if (!in_) throw error(path + ": cannot open: " + std::strerror(errno));
+    in_.seekg(0, std::ios::end);
+    const std::streamoff end = in_.tellg();
+    if (end < 0) throw error(path + ": cannot read: its size is unknown");
+    size_ = static_cast<std::uint64_t>(end);
+  }
 
-/// Reads a .npy file.
+  std::uint64_t size() const { return size_; }
+
+  /// Bytes [offset, offset + n) into `out`; `what` names them when they are not all there.
+  void read(std::uint64_t offset, std::size_t n, unsigned char* out, const std::string& what) {
+    if (offset > size_ || n > size_ - offset)
+      throw error(what + ": truncated: " + std::to_string(n) + " bytes at offset " + std::to_string(offset) +
+                  " run past the end of the file (" + std::to_string(size_) + " bytes)");
+    in_.clear();
+    in_.seekg(static_cast<std::streamoff>(offset));
+    if (n > 0 && !in_.read(reinterpret_cast<char*>(out), static_cast<std::streamsize>(n)))
+      throw error(path_ + ": cannot read " + std::to_string(n) + " bytes at offset " + std::to_string(offset));
+  }
+  std::vector<unsigned char> read(std::uint64_t offset, std::size_t n, const std::string& what) {
+    std::vector<unsigned char> out(n);
+    read(offset, n, out.data(), what);
+    return out;
+  }
+
+ private:
+  std::string path_;
+  std::ifstream in_;
+  std::uint64_t size_ = 0;
+};
+
+/// Reads a .npy file: the whole file in one buffer, the data in place (numpy
+/// pads the header so the data starts on a 64-byte boundary).
 inline array load_npy(const std::string& path) {
-  std::size_t size = 0;
-  const auto bytes = read_file(path, size);
+  file_reader f(path);
+  const auto size = static_cast<std::size_t>(f.size());
+  if (size != f.size()) throw error(path + ": too large for this machine");
+  auto bytes = detail::allocate(size);
+  f.read(0, size, bytes.get(), path);
   return from_npy_bytes(bytes, bytes.get(), size, path, path);
 }
 
 /// One entry of a zip archive's central directory.
 struct zip_entry {
-  std::string name;
+  std::string name;  // printable()
   std::uint16_t flags = 0, method = 0;
   std::uint32_t crc = 0;
   std::uint64_t compressed = 0, uncompressed = 0, local_offset = 0;
 };
 
-/// The central directory of the zip bytes [p, p + size), zip64 included.
-inline std::vector<zip_entry> zip_directory(const unsigned char* p, std::size_t size, const std::string& what) {
+/// The central directory of a zip archive, zip64 included.
+inline std::vector<zip_entry> zip_directory(file_reader& f, const std::string& what) {
   using detail::le16;
   using detail::le32;
   using detail::le64;
-  // The end-of-central-directory record: the last one whose comment reaches the end.
+  // The end-of-central-directory record: the last one whose comment reaches
+  // the end, within the last 22 + 65535 bytes (and 20 more for a zip64 locator).
+  const std::uint64_t size = f.size();
   if (size < 22) throw error(what + ": not a zip archive (too short for one)");
-  std::size_t eocd = size;
-  const std::size_t lowest = size - 22 > 0xFFFF ? size - 22 - 0xFFFF : 0;
-  for (std::size_t at = size - 22 + 1; at-- > lowest;)
-    if (le32(p + at) == 0x06054b50u && at + 22 + le16(p + at + 20) == size) {
+  const auto tail_size = static_cast<std::size_t>(std::min<std::uint64_t>(size, 22 + 0xFFFF + 20));
+  const std::uint64_t tail_at = size - tail_size;
+  const auto tail = f.read(tail_at, tail_size, what);
+  const unsigned char* t = tail.data();
+  std::size_t eocd = tail_size;
+  for (std::size_t at = tail_size - 22 + 1; at-- > 0;)
+    if (le32(t + at) == 0x06054b50u && at + 22 + le16(t + at + 20) == tail_size) {
       eocd = at;
       break;
     }
-  if (eocd == size) throw error(what + ": not a zip archive (no end-of-central-directory record)");
-  if (le16(p + eocd + 4) != 0 || le16(p + eocd + 6) != 0)
-    throw error(what + ": multi-part zip archives are not supported");
-  std::uint64_t entries = le16(p + eocd + 10), dir_size = le32(p + eocd + 12), dir_offset = le32(p + eocd + 16);
-  std::size_t dir_end = eocd;
-  if (eocd >= 20 && le32(p + eocd - 20) == 0x07064b50u) {  // zip64 locator, then the zip64 record
-    const std::uint64_t at = le64(p + eocd - 20 + 8);
-    if (at > eocd - 20 || eocd - 20 - at < 56 || le32(p + at) != 0x06064b50u)
+  if (eocd == tail_size) throw error(what + ": not a zip archive (no end-of-central-directory record)");
+  if (le16(t + eocd + 4) != 0 || le16(t + eocd + 6) != 0) throw error(what + ": multi-part zip archives are not supported");
+  std::uint64_t entries = le16(t + eocd + 10), dir_size = le32(t + eocd + 12), dir_offset = le32(t + eocd + 16);
+  std::uint64_t dir_end = tail_at + eocd;  // the directory ends before the end records
+  if (eocd >= 20 && le32(t + eocd - 20) == 0x07064b50u) {  // zip64 locator, then the zip64 record
+    const std::uint64_t at = le64(t + eocd - 20 + 8), locator = tail_at + eocd - 20;
+    if (at > locator || locator - at < 56) throw error(what + ": corrupt zip archive (bad zip64 end-of-central-directory record)");
+    const auto record = f.read(at, 56, what);
+    if (le32(record.data()) != 0x06064b50u)
       throw error(what + ": corrupt zip archive (bad zip64 end-of-central-directory record)");
-    entries = le64(p + at + 32);
-    dir_size = le64(p + at + 40);
-    dir_offset = le64(p + at + 48);
-    dir_end = static_cast<std::size_t>(at);
+    entries = le64(record.data() + 32);
+    dir_size = le64(record.data() + 40);
+    dir_offset = le64(record.data() + 48);
+    dir_end = at;
   }
   if (dir_offset > dir_end || dir_size > dir_end - dir_offset)
     throw error(what + ": corrupt zip archive (the central directory lies outside the file)");
   if (entries > dir_size / 46) throw error(what + ": corrupt zip archive (more entries than the directory holds)");
 
+  const auto dir = f.read(dir_offset, static_cast<std::size_t>(dir_size), what);
+  const unsigned char* p = dir.data();
   std::vector<zip_entry> out;
-  std::size_t at = static_cast<std::size_t>(dir_offset);
-  const std::size_t end = at + static_cast<std::size_t>(dir_size);
+  std::size_t at = 0;
+  const std::size_t end = dir.size();
   for (std::uint64_t k = 0; k < entries; ++k) {
     if (end - at < 46 || le32(p + at) != 0x02014b50u)
       throw error(what + ": corrupt zip archive (bad central directory entry " + std::to_string(k) + ")");
@@ -515,37 +548,48 @@ inline std::vector<zip_entry> zip_directory(const unsigned char* p, std::size_t 
   return out;
 }
 
-/// The bytes of one stored or deflated zip entry, checked against its CRC-32.
-inline std::shared_ptr<const unsigned char> zip_entry_bytes(const std::shared_ptr<const unsigned char>& file,
-                                                            std::size_t size, const zip_entry& e,
-                                                            const std::string& what, const unsigned char*& begin) {
+/// The bytes of one stored or deflated zip entry, checked against its CRC-32,
+/// in a buffer of their own (`begin` points at them). A stored .npy is placed
+/// so that its data lands on a 16-byte boundary, and is then read in place.
+inline std::shared_ptr<const unsigned char> zip_entry_bytes(file_reader& f, const zip_entry& e, const std::string& what,
+                                                            const unsigned char*& begin) {
   using detail::le16;
   using detail::le32;
-  const unsigned char* p = file.get();
   const std::string entry = what + ": entry '" + e.name + "'";
   if (e.flags & 1u) throw error(entry + " is encrypted");
-  if (e.local_offset > size || size - e.local_offset < 30 || le32(p + e.local_offset) != 0x04034b50u)
+  if (e.local_offset > f.size() || f.size() - e.local_offset < 30)
     throw error(entry + ": corrupt zip archive (bad local header)");
-  const std::size_t local = static_cast<std::size_t>(e.local_offset);
-  const std::size_t start = local + 30 + le16(p + local + 26) + le16(p + local + 28);
-  if (start > size || e.compressed > size - start)
+  const auto local = f.read(e.local_offset, 30, entry);
+  if (le32(local.data()) != 0x04034b50u) throw error(entry + ": corrupt zip archive (bad local header)");
+  const std::uint64_t start = e.local_offset + 30 + le16(local.data() + 26) + le16(local.data() + 28);
+  if (start > f.size() || e.compressed > f.size() - start)
     throw error(entry + ": truncated: its " + std::to_string(e.compressed) + " bytes run past the end of the file");
-  const unsigned char* src = p + start;
-  std::shared_ptr<const unsigned char> owner = file;
+  std::shared_ptr<unsigned char> out;
   if (e.method == 0) {
     if (e.compressed != e.uncompressed) throw error(entry + ": corrupt zip archive (stored sizes differ)");
-    begin = src;
+    const auto n = static_cast<std::size_t>(e.uncompressed);
+    // Where the .npy data will start, from its header's length field.
+    std::size_t data_at = 0;
+    if (n >= 12) {
+      const auto head = f.read(start, 12, entry);
+      data_at = head[6] == 1 ? 10u + le16(head.data() + 8) : 12u + le32(head.data() + 8);
+    }
+    const std::size_t pad = (16 - data_at % 16) % 16;
+    out = detail::allocate(pad + n);
+    f.read(start, n, out.get() + pad, entry);
+    begin = out.get() + pad;
   } else if (e.method == 8) {
 #if FREEPRUNER_TOOL_HAVE_ZLIB
     // Deflate expands at most 1032:1; a larger claimed size is corrupt, not a reason to allocate.
     if (e.uncompressed / 1032 > e.compressed + 1)
       throw error(entry + ": corrupt zip archive (claims " + std::to_string(e.uncompressed) + " bytes from " +
                   std::to_string(e.compressed) + ")");
-    auto out = detail::allocate(static_cast<std::size_t>(e.uncompressed));
+    const auto packed = f.read(start, static_cast<std::size_t>(e.compressed), entry);
+    out = detail::allocate(static_cast<std::size_t>(e.uncompressed));
     z_stream z{};
     if (inflateInit2(&z, -MAX_WBITS) != Z_OK) throw error(entry + ": zlib cannot start");
-    std::size_t in_left = static_cast<std::size_t>(e.compressed), out_left = static_cast<std::size_t>(e.uncompressed);
-    z.next_in = src;
+    std::size_t in_left = packed.size(), out_left = static_cast<std::size_t>(e.uncompressed);
+    z.next_in = packed.data();
     z.next_out = out.get();
     int rc = Z_OK;
     while (rc == Z_OK) {
@@ -556,14 +600,12 @@ inline std::shared_ptr<const unsigned char> zip_entry_bytes(const std::shared_pt
       rc = inflate(&z, Z_NO_FLUSH);
       in_left -= in_chunk - z.avail_in;
       out_left -= out_chunk - z.avail_out;
-      if (rc == Z_BUF_ERROR && (in_left == 0 || out_left == 0)) break;
       if (rc == Z_OK && in_chunk == z.avail_in && out_chunk == z.avail_out) break;  // no progress
     }
     const std::string why = z.msg ? std::string(" (") + z.msg + ")" : std::string();
     inflateEnd(&z);
     if (rc != Z_STREAM_END || out_left != 0) throw error(entry + ": corrupt or truncated deflate data" + why);
     begin = out.get();
-    owner = std::move(out);
 #else
     throw error(entry + " is compressed (numpy.savez_compressed), and this freepruner was built without zlib; "
                 "save with numpy.savez, or rebuild with zlib (Debian: zlib1g-dev)");
@@ -574,7 +616,7 @@ inline std::shared_ptr<const unsigned char> zip_entry_bytes(const std::shared_pt
   }
   if (crc32(begin, static_cast<std::size_t>(e.uncompressed)) != e.crc)
     throw error(entry + " is corrupt (its CRC-32 does not match)");
-  return owner;
+  return out;
 }
 
 // arr_<digits>, as numpy.savez names positional arrays; -1 otherwise.
@@ -592,9 +634,8 @@ inline long long positional_index(const std::string& name) {
 /// arr_<n> (numpy.savez(*arrays)); otherwise the archive's order (keyword
 /// arrays, which numpy writes in the order given).
 inline std::vector<array> load_npz(const std::string& path) {
-  std::size_t size = 0;
-  const auto bytes = read_file(path, size);
-  const auto entries = zip_directory(bytes.get(), size, path);
+  file_reader f(path);
+  const auto entries = zip_directory(f, path);
   if (entries.empty()) throw error(path + ": the archive holds no array");
   std::vector<array> out;
   for (const auto& e : entries) {
@@ -605,7 +646,7 @@ inline std::vector<array> load_npz(const std::string& path) {
     for (const auto& a : out)
       if (a.name == name) throw error(path + ": the archive holds '" + e.name + "' twice");
     const unsigned char* begin = nullptr;
-    const auto owner = zip_entry_bytes(bytes, size, e, path, begin);
+    const auto owner = zip_entry_bytes(f, e, path, begin);
     out.push_back(from_npy_bytes(owner, begin, static_cast<std::size_t>(e.uncompressed),
                                  path + ": entry '" + e.name + "'", std::move(name)));
   }
