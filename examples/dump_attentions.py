@@ -16,14 +16,16 @@ transformers (and Pillow for --image).
 import argparse
 import sys
 
-import numpy as np
-import torch
+try:
+    import numpy as np
+    import torch
+    import transformers
+except ImportError as e:
+    sys.exit("dump_attentions.py needs numpy, torch and transformers (%s); see docs/cli.md" % e)
 
 
 def load_tower(args):
     """The vision tower and its (image size, patch size)."""
-    import transformers
-
     if args.random_config:
         config = transformers.CLIPVisionConfig(
             image_size=args.image_size, patch_size=args.patch_size, num_hidden_layers=args.layers,
@@ -52,7 +54,6 @@ def pixels(args, image_size):
         generator = torch.Generator().manual_seed(args.seed)
         return torch.randn(args.batch, 3, image_size, image_size, generator=generator)
     from PIL import Image
-    import transformers
 
     images = [Image.open(path).convert("RGB") for path in args.image]
     if args.random_config:  # CLIP's preprocessing: shortest side to S, center crop, normalize

@@ -2,7 +2,9 @@
 Hugging Face CLIPVisionModel (built from a config, no download) with
 output_attentions=True and writes the .npz; the command-line tool selects
 on it with --prefix 1 (CLS first); spec_numpy.py, an independent numpy
-implementation of docs/SPEC.md, must give the same tokens.
+implementation of docs/SPEC.md, must give the same tokens. Variants: float16
+and compressed dumps, a batch, other sizes and options, and (with Pillow) a
+picture, and a whole CLIPModel saved to a folder and loaded with --model.
 
   python3 check_hf.py TOOL DUMP_SCRIPT WORKDIR
 
@@ -76,9 +78,21 @@ def main():
     if have_pil:
         cases.append((["--image", photo], ["--ratio", "0.25", "--png", os.path.join(work, "hf.png"), "--image", photo],
                       ("ratio", 0.25), None, False))
+        # --model: a whole CLIPModel (text and vision) saved to a folder, as from the hub.
+        folder = os.path.join(work, "clip-model")
+        config = transformers.CLIPConfig(
+            text_config=dict(hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2,
+                             vocab_size=64, max_position_embeddings=8),
+            vision_config=dict(image_size=42, patch_size=14, hidden_size=32, intermediate_size=64,
+                               num_hidden_layers=2, num_attention_heads=2), projection_dim=16)
+        torch.manual_seed(0)
+        transformers.CLIPModel(config).save_pretrained(folder)
+        transformers.CLIPImageProcessor(size={"shortest_edge": 42}, crop_size={"height": 42, "width": 42}).save_pretrained(folder)
+        cases.append((["--model", folder, "--image", photo], ["--count", "4"], ("count", 4), None, False))
     for n, (dump_args, tool_args, budget, layers, batched) in enumerate(cases):
         out = os.path.join(work, "hf%d.npz" % n)
-        p = run([sys.executable, dump, "--random-config", "-o", out] + dump_args)
+        source = [] if "--model" in dump_args else ["--random-config"]
+        p = run([sys.executable, dump, "-o", out] + source + dump_args)
         check(p.returncode == 0 and ("run:  freepruner %s --prefix 1" % out) in p.stdout,
               "dump %s: %s%s" % (dump_args, p.stdout, p.stderr))
         if p.returncode != 0:
