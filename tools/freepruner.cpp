@@ -25,6 +25,17 @@
 
 #include "npy.hpp"
 
+// --preset needs <freepruner/presets.hpp>; without it the flag says so.
+#if defined(__has_include)
+#if __has_include(<freepruner/presets.hpp>)
+#include <freepruner/presets.hpp>
+#define FREEPRUNER_TOOL_HAVE_PRESETS 1
+#endif
+#endif
+#ifndef FREEPRUNER_TOOL_HAVE_PRESETS
+#define FREEPRUNER_TOOL_HAVE_PRESETS 0
+#endif
+
 #ifndef FREEPRUNER_TOOL_HAVE_STB
 #define FREEPRUNER_TOOL_HAVE_STB 0
 #endif
@@ -99,7 +110,8 @@ options:
   --pivot-layers LIST      which used layers pick pivots, e.g. 0,2,-1 [all]
   --layers LIST            which of the file's layers to use, e.g. 22,23 or -2
                            or 10:-1 (Python indices and slices) [all]
-  --preset NAME            a model's options and grid (see docs/presets.md)
+  --preset NAME            a model's options, layers and grid (docs/presets.md),
+                           under the flags given
 output:
   --json                   {"tokens","candidates","kept","pivotal","complementary"}
                            (a list of them for a batch)
@@ -130,6 +142,11 @@ struct command {
   std::string png, image, preset;
   std::string fit = "crop";
   long long grid_rows = 0, grid_cols = 0, cell = 0;
+  std::string grid_from = "--grid";    // or the preset, for messages
+  std::vector<std::string> given;      // option flags on the command line: they override a preset
+#if FREEPRUNER_TOOL_HAVE_PRESETS
+  std::optional<freepruner::preset> model;
+#endif
 };
 
 long long parse_integer(const std::string& flag, const std::string& text, long long lo, long long hi) {
@@ -220,20 +237,25 @@ command parse_command(int argc, char** argv) {
       set_budget(c, arg, freepruner::budget::ratio(x));
     } else if (arg == "--prefix") {
       c.options.prefix_tokens = parse_integer(arg, value(), 0, max_index);
+      c.given.push_back(arg);
     } else if (arg == "--suffix") {
       c.options.suffix_tokens = parse_integer(arg, value(), 0, max_index);
+      c.given.push_back(arg);
     } else if (arg == "--pivots-per-layer") {
       c.options.pivots_per_layer = parse_integer(arg, value(), 0, max_index);
+      c.given.push_back(arg);
     } else if (arg == "--fence") {
       const std::string v = value();
       const double f = parse_number(arg, v);
       if (f < 0) usage_error("--fence " + v + " must be >= 0");
       c.options.fence_factor = f;
+      c.given.push_back(arg);
     } else if (arg == "--from") {
       const std::string v = value();
       if (v == "row") c.options.complementary_from = freepruner::direction::row;
       else if (v == "column") c.options.complementary_from = freepruner::direction::column;
       else usage_error("--from '" + v + "': 'row' or 'column'");
+      c.given.push_back(arg);
     } else if (arg == "--complementary-layer") {
       c.complementary_layer = parse_integer(arg, value(), -max_index, max_index);
     } else if (arg == "--pivot-layers") {
@@ -282,16 +304,43 @@ command parse_command(int argc, char** argv) {
 }
 
 // ---------------------------------------------------------------------------
-// --preset
-//
-// PRESETS: <freepruner/presets.hpp> (presets::by_name(name), returning a
-// preset with `options` and the patch grid) is not part of this tree yet.
-// Once it is, apply the preset here, before the command-line flags (which
-// override it): c.options = preset.options for every option the user did not
-// give, and the grid when --grid is absent.
+// --preset: a model's options and patch grid from <freepruner/presets.hpp>,
+// under the flags given on the command line.
+
+std::string without_prefix(std::string text) {
+  const std::string prefix = "freepruner: ";
+  if (text.compare(0, prefix.size(), prefix) == 0) text.erase(0, prefix.size());
+  return text;
+}
+
 void apply_preset(command& c) {
   if (c.preset.empty()) return;
-  usage_error("--preset '" + c.preset + "': this freepruner was built without presets");
+#if FREEPRUNER_TOOL_HAVE_PRESETS
+  freepruner::preset p;
+  try {
+    p = freepruner::presets::by_name(c.preset);
+  } catch (const freepruner::error& e) {
+    usage_error("--preset: " + without_prefix(e.what()));
+  }
+  freepruner::options o = p.select_options;
+  for (const auto& flag : c.given) {
+    if (flag == "--prefix") o.prefix_tokens = c.options.prefix_tokens;
+    else if (flag == "--suffix") o.suffix_tokens = c.options.suffix_tokens;
+    else if (flag == "--pivots-per-layer") o.pivots_per_layer = c.options.pivots_per_layer;
+    else if (flag == "--fence") o.fence_factor = c.options.fence_factor;
+    else if (flag == "--from") o.complementary_from = c.options.complementary_from;
+  }
+  c.options = o;
+  if (c.grid_rows == 0) {
+    const auto g = p.layout();
+    c.grid_rows = g.rows;
+    c.grid_cols = g.cols;
+    c.grid_from = "--preset " + p.name + "'s grid " + std::to_string(g.rows) + "x" + std::to_string(g.cols);
+  }
+  c.model = std::move(p);
+#else
+  usage_error("--preset '" + c.preset + "': this freepruner was built without presets (<freepruner/presets.hpp>)");
+#endif
 }
 
 // ---------------------------------------------------------------------------
@@ -433,11 +482,20 @@ std::vector<freepruner::selection> select_all(const input& in, const std::vector
     maps.tokens = in.tokens;
     for (index_t l : used)
       maps.layers.push_back(reinterpret_cast<const T*>(in.blocks[static_cast<std::size_t>(b * in.layers + l)]));
-    const freepruner::status s = freepruner::try_select(maps, c.budget, c.options, out[static_cast<std::size_t>(b)]);
+    freepruner::status s;
+#if FREEPRUNER_TOOL_HAVE_PRESETS
+    if (c.model && c.model->spatial_merge > 1) {  // select on the merged tokens the LLM sees
+      std::vector<double> merged;
+      try {
+        s = freepruner::try_select(c.model->merge_maps(maps, merged), c.budget, c.options, out[static_cast<std::size_t>(b)]);
+      } catch (const freepruner::error& e) {
+        s = freepruner::status(e.code(), e.what());
+      }
+    } else
+#endif
+      s = freepruner::try_select(maps, c.budget, c.options, out[static_cast<std::size_t>(b)]);
     if (!s) {
-      std::string text = s.message();
-      const std::string prefix = "freepruner: ";
-      if (text.compare(0, prefix.size(), prefix) == 0) text.erase(0, prefix.size());
+      const std::string text = without_prefix(s.message());
       data_error(in.batched ? "batch item " + std::to_string(b) + ": " + text : text);
     }
   }
@@ -476,7 +534,7 @@ std::string budget_text(const freepruner::budget& b) {
 bool grid_of(const command& c, index_t candidates, long long& rows, long long& cols, std::string& why) {
   if (c.grid_rows > 0) {
     if (c.grid_rows * c.grid_cols != candidates) {
-      why = "--grid " + std::to_string(c.grid_rows) + "x" + std::to_string(c.grid_cols) + " has " +
+      why = (c.grid_from == "--grid" ? "--grid " + std::to_string(c.grid_rows) + "x" + std::to_string(c.grid_cols) : c.grid_from) + " has " +
             std::to_string(c.grid_rows * c.grid_cols) + " patches, the maps have " + std::to_string(candidates) +
             " candidates";
       return false;
@@ -562,11 +620,36 @@ int run(int argc, char** argv) {
   } catch (const npy::error& e) {
     data_error(e.what());
   }
+  index_t tokens = in.tokens;  // of the maps select reads
+#if FREEPRUNER_TOOL_HAVE_PRESETS
+  if (c.model) {
+    const freepruner::preset& p = *c.model;
+    if (in.tokens != p.tokens)
+      data_error("--preset " + p.name + " is for maps of " + std::to_string(p.tokens) + " tokens; " + c.input + " has " +
+                 std::to_string(in.tokens));
+    const auto captured = static_cast<index_t>(p.capture_layers.size());
+    if (c.layers.empty() && in.layers != captured) {
+      std::string list;
+      for (index_t l : p.capture_layers) {
+        if (!list.empty()) list += ',';
+        list += std::to_string(l);
+      }
+      if (in.layers != p.encoder_layers)
+        data_error("--preset " + p.name + " reads encoder layers " + list + ": the file needs those " +
+                   std::to_string(captured) + " layers or all " + std::to_string(p.encoder_layers) + ", it has " +
+                   std::to_string(in.layers) + " (or give --layers)");
+      c.layers = list;  // a dump of every layer: the preset's
+    }
+    tokens = p.select_tokens();
+  }
+#endif
   const std::vector<index_t> used = resolve_layers(c.layers, in.layers);
   const auto count = static_cast<index_t>(used.size());
   if (c.complementary_layer) c.options.complementary_layer = resolve_used_layer("--complementary-layer", *c.complementary_layer, count);
-  if (c.pivot_layers)
+  if (c.pivot_layers) {
+    c.options.pivot_layers.clear();
     for (long long v : *c.pivot_layers) c.options.pivot_layers.push_back(resolve_used_layer("--pivot-layers", v, count));
+  }
 
   std::vector<freepruner::selection> kept;
   switch (in.type) {
@@ -575,7 +658,7 @@ int run(int argc, char** argv) {
     case npy::dtype::float64: kept = select_all<double>(in, used, c); break;
   }
   // select succeeded, so the candidates are these.
-  const index_t candidates = in.tokens - c.options.prefix_tokens - c.options.suffix_tokens;
+  const index_t candidates = tokens - c.options.prefix_tokens - c.options.suffix_tokens;
   long long rows = 0, cols = 0;
   std::string no_grid;
   const bool have_grid = grid_of(c, candidates, rows, cols, no_grid);
@@ -592,7 +675,7 @@ int run(int argc, char** argv) {
     if (in.batched) out += "[";
     for (std::size_t b = 0; b < kept.size(); ++b) {
       if (b) out += ",";
-      out += json_of(kept[b], in.tokens, candidates);
+      out += json_of(kept[b], tokens, candidates);
     }
     if (in.batched) out += "]";
     out += "\n";
@@ -602,10 +685,18 @@ int run(int argc, char** argv) {
     out += c.input + ": " + std::to_string(in.layers) + " layers x " + std::to_string(in.heads) + " heads x " +
            std::to_string(in.tokens) + " tokens (" + in.form + ", " + npy::dtype_name(in.type) + ")";
     if (in.batched) out += ", batch of " + std::to_string(in.batch);
+#if FREEPRUNER_TOOL_HAVE_PRESETS
+    if (c.model) {
+      out += "\npreset " + c.model->name;
+      if (c.model->spatial_merge > 1)
+        out += ": " + std::to_string(c.model->spatial_merge) + "x" + std::to_string(c.model->spatial_merge) +
+               " patches merged, " + std::to_string(tokens) + " tokens";
+    }
+#endif
     out += "\nused layers:";
     for (index_t l : used) out += " " + std::to_string(l);
     out += "; candidates " + std::to_string(c.options.prefix_tokens) + ".." +
-           std::to_string(in.tokens - c.options.suffix_tokens - 1) + " (" + std::to_string(candidates) + "); budget " +
+           std::to_string(tokens - c.options.suffix_tokens - 1) + " (" + std::to_string(candidates) + "); budget " +
            budget_text(c.budget) + "\n";
     for (std::size_t b = 0; b < kept.size(); ++b) {
       const auto& s = kept[b];

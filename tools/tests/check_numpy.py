@@ -163,6 +163,37 @@ def refusals(tool, work):
               "%s: exit %d, stderr %r" % (name, rc, err))
 
 
+def presets(tool, work, rng):
+    """--preset: LLaVA-1.5 (CLS + 24x24, layers 21 and 22 of a full dump) and
+    Qwen2-VL (2x2 patches merged: A'[I][J] = (1/4) sum_{i in I, j in J} A[i][j])."""
+    probe = os.path.join(work, "probe.npy")
+    np.save(probe, softmax_maps(rng, 1, 1, 16, 16))
+    rc, out, err = run_tool(tool, [probe, "--preset", "qwen2-vl:4x4"])
+    if rc == 2 and "built without presets" in err:
+        print("the tool has no presets: that part is skipped")
+        return
+    full = softmax_maps(rng, 24, 2, 577, 577).astype(np.float16)
+    path = os.path.join(work, "llava.npy")
+    np.save(path, full)
+    rc, out, err = run_tool(tool, [path, "--preset", "llava-1.5", "--ratio", "0.5", "--json"])
+    kept, piv, comp = spec_numpy.select(full[[21, 22]].astype(np.float64), 1, 0, ("ratio", 0.5))
+    want = {"tokens": 577, "candidates": 576, "kept": kept, "pivotal": piv, "complementary": comp}
+    check(rc == 0 and json.loads(out) == want, "llava-1.5 preset: exit %d %s" % (rc, err))
+    for rows, cols in ((4, 4), (6, 8)):
+        n = rows * cols
+        maps = softmax_maps(rng, 2, 2, 3, n, n).astype(np.float32)  # a batch of 2, 2 layers
+        path = os.path.join(work, "qwen.npy")
+        np.save(path, maps)
+        m = n // 4
+        merged = maps.astype(np.float64).reshape(2, 2, 3, m, 4, m, 4).sum(axis=(4, 6)) / 4
+        rc, out, err = run_tool(tool, [path, "--preset", "qwen2-vl:%dx%d" % (rows, cols), "--count", "3", "--json"])
+        want = []
+        for item in merged:
+            kept, piv, comp = spec_numpy.select(item, 0, 0, ("count", 3))
+            want.append({"tokens": m, "candidates": m, "kept": kept, "pivotal": piv, "complementary": comp})
+        check(rc == 0 and json.loads(out) == want, "qwen2-vl:%dx%d preset: exit %d %s" % (rows, cols, rc, err))
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("tool")
@@ -181,6 +212,7 @@ def main():
     for case in range(o.cases):
         random_case(o.tool, o.work, rng, case, zlib=not o.no_zlib)
     refusals(o.tool, o.work)
+    presets(o.tool, o.work, rng)
     print("%d passed, %d failed" % (passed, failed))
     sys.exit(1 if failed else 0)
 

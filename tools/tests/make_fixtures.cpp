@@ -93,6 +93,9 @@ int main(int argc, char** argv) {
   put("maps_deflate.npz", marked);
 #endif
   put("photo.ppm", photo(60, 40));
+  // Preset shapes: CLIP-336 (CLS + 24x24, float16) and Qwen2-VL on a 4x4 patch grid.
+  put("clip336.npy", npy_writer::npy_of(cast<Eigen::half>(tool_test::random_maps(rng, 2, 1, 577)), "<f2", {2, 1, 577, 577}));
+  put("qwen4x4.npy", npy_writer::npy_of(tool_test::random_maps(rng, 2, 2, 16), "<f4", {2, 2, 16, 16}));
   put("wide.npy", npy_writer::npy_of(tool_test::random_maps(rng, 1, 1, 65), "<f4", {1, 1, 65, 65}));
 
   // One file per error class.
