@@ -587,8 +587,8 @@ std::string draw(const command& c, const input& in, const std::vector<freepruner
   int cell = 0;
   try {
     cell = pic::choose_cell(static_cast<int>(c.cell), r, q, photo ? &*photo : nullptr);
-  } catch (const std::runtime_error& e) {
-    usage_error(e.what());
+  } catch (const std::runtime_error& e) {  // --cell too large for this grid: it does not fit the file
+    data_error(e.what());
   }
   const pic::fit how = c.fit == "pad" ? pic::fit::pad : c.fit == "stretch" ? pic::fit::stretch : pic::fit::crop;
   const index_t first = c.options.prefix_tokens;
