@@ -265,6 +265,12 @@ command parse_command(int argc, char** argv) {
     } else if (arg == "--layers") {
       c.layers = value();
       if (c.layers.empty()) usage_error("--layers needs a list, e.g. 22,23 or -2 or 10:-1");
+      for (const auto& item : split(c.layers, ',')) {  // the syntax now; the range once the file is read
+        const auto bounds = split(item, ':');
+        if (bounds.size() > 2) usage_error("--layers " + item + ": a slice is a:b, without a step");
+        for (const auto& bound : bounds)
+          if (!bound.empty() || bounds.size() == 1) parse_integer(arg, bound, -max_index, max_index);
+      }
     } else if (arg == "--json") {
       no_value();
       c.json = true;
