@@ -72,6 +72,17 @@ struct operand {
   }
 };
 
+/// x as the compute type's pointer, for an operand that is in_place().
+template <class C, class E>
+const C* as_compute(const E* x) noexcept {
+  if constexpr (std::is_same<E, C>::value) {
+    return x;
+  } else {
+    (void)x;
+    return nullptr;  // never reached: in_place() is false
+  }
+}
+
 template <class Tensor>
 operand<std::remove_cv_t<typename Tensor::element_type>> operand_of(const Tensor& t, const char* name) {
   operand<std::remove_cv_t<typename Tensor::element_type>> x;
@@ -172,7 +183,7 @@ template <class E, class C>
 status load_keys(const operand<E>& k, const std::string& label, index_t h, std::vector<C>& buffer, const C*& keys,
                  index_t& stride) {
   if (k.in_place()) {
-    keys = reinterpret_cast<const C*>(k.at(h, 0, 0));  // E is C here
+    keys = as_compute<C>(k.at(h, 0, 0));
     stride = k.token_stride;
   } else {
     buffer.resize(static_cast<std::size_t>(k.tokens * k.dim));
@@ -214,7 +225,7 @@ status for_each_row(const operand<E>& q, const std::string& label, index_t h, co
     const C* queries = nullptr;
     index_t query_stride = d;
     if (consecutive && q.in_place() && pad == rows) {
-      queries = reinterpret_cast<const C*>(q.at(h, token_of(first), 0));  // E is C here
+      queries = as_compute<C>(q.at(h, token_of(first), 0));
       query_stride = q.token_stride;
     } else {
       C* buffer = s.queries();
