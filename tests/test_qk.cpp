@@ -480,7 +480,7 @@ TEST_CASE("qk: the three layer operations agree to the bit", "[qk][stream]") {
   // Shapes where key counts leave every GEMM remainder, several blocks,
   // and a depth past one cache block (d = 300).
   const int shapes[][3] = {{1, 1, 1}, {2, 2, 1}, {5, 3, 4}, {23, 2, 8}, {47, 1, 64}, {49, 2, 33},
-                           {77, 3, 16}, {130, 2, 64}, {300, 1, 64}, {577, 2, 64}, {61, 1, 300}};
+                           {77, 3, 16}, {130, 2, 64}, {300, 1, 64}, {577, 2, 64}, {61, 1, 300}, {1500, 1, 4}};
   for (const auto& shape : shapes) {
     for (int type = 0; type < 2; ++type) {
       const int N = shape[0], H = shape[1], d = shape[2];
@@ -502,6 +502,23 @@ TEST_CASE("qk: the three layer operations agree to the bit", "[qk][stream]") {
         REQUIRE(fp::detail::cpu::qk::pivot_scores(layer, "l", pivots, 0, N, fp::direction::row, rows).ok());
         REQUIRE(fp::detail::cpu::qk::pivot_scores(layer, "l", pivots, first, last, fp::direction::column, cols).ok());
         const auto n = static_cast<std::size_t>(N);
+        // select's chunks (2^21 / N pivots: two for N = 1500), one pivot at a time.
+        std::vector<fp::token_t> ascending(pivots);
+        std::sort(ascending.begin(), ascending.end());
+        std::vector<double> buffer;
+        std::size_t seen = 0;
+        for (auto dir : {fp::direction::row, fp::direction::column})
+          REQUIRE(fp::detail::cpu::qk::for_each_pivot_scores(
+                      layer, "l", ascending, first, last, dir, buffer,
+                      [&](fp::token_t p, const double* v) {
+                        const auto pp = static_cast<std::size_t>(p);
+                        for (std::size_t j = static_cast<std::size_t>(first); j < static_cast<std::size_t>(last); ++j)
+                          REQUIRE(v[j] == (dir == fp::direction::row ? mean[pp * n + j] : mean[j * n + pp]));
+                        ++seen;
+                        return fp::status{};
+                      })
+                      .ok());
+        REQUIRE(seen == 2 * pivots.size());
         for (std::size_t k = 0; k < pivots.size(); ++k)
           for (std::size_t j = 0; j < n; ++j) {
             const auto p = static_cast<std::size_t>(pivots[k]);

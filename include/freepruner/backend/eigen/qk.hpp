@@ -12,9 +12,10 @@
 //
 // The three per-layer operations, used by select (qk.hpp) and by the
 // streaming pruner:
-//   layer_degrees   SPEC steps 0-1: r[i] for i in 0..N-1
-//   pivot_scores    SPEC step 3: v_p for given pivots, row or column
-//   head_mean       the head mean Ā[i][j] of the whole layer (N x N)
+//   layer_degrees          SPEC steps 0-1: r[i] for i in 0..N-1
+//   pivot_scores           SPEC step 3: v_p for given pivots, row or column
+//     for_each_pivot_scores  the same in select's chunks, one pivot at a time
+//   head_mean              the head mean Ā[i][j] of the whole layer (N x N)
 // They agree to the bit: a probability A_h[i][j] is the same float whichever
 // operation computes it and wherever row i falls in a block, because
 //  - every GEMM has N key rows, d depth and a multiple of 4 (>= 20) query
@@ -352,6 +353,26 @@ status pivot_scores(const Layer& layer, const std::string& label, const std::vec
     if (!st) return st;
   }
   divide(out.data(), out.size(), x.heads);
+  return {};
+}
+
+/// SPEC step 3's scores of `pivots` (ascending), in chunks that keep the
+/// buffer under about 16 MB, as select does: sink(p, v) is called per pivot
+/// in order, v indexed by token (`buffer` holds it). Stops at the first
+/// error, the one select reports. Each v_p is the same whatever the chunk.
+template <class Layer, class Sink>
+status for_each_pivot_scores(const Layer& layer, const std::string& label, const std::vector<token_t>& pivots,
+                             index_t first, index_t last, direction dir, std::vector<double>& buffer, Sink&& sink) {
+  const auto n = static_cast<std::size_t>(layer.q.extent(1));
+  const std::size_t chunk = std::max<std::size_t>(1, (std::size_t{1} << 21) / n);
+  std::vector<token_t> part;
+  for (std::size_t from = 0; from < pivots.size(); from += chunk) {
+    part.assign(pivots.begin() + static_cast<std::ptrdiff_t>(from),
+                pivots.begin() + static_cast<std::ptrdiff_t>(std::min(pivots.size(), from + chunk)));
+    if (auto s = pivot_scores(layer, label, part, first, last, dir, buffer); !s) return s;
+    for (std::size_t k = 0; k < part.size(); ++k)
+      if (auto s = sink(part[k], static_cast<const double*>(&buffer[k * n])); !s) return s;
+  }
   return {};
 }
 
