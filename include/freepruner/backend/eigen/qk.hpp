@@ -99,8 +99,9 @@ operand<std::remove_cv_t<typename Tensor::element_type>> operand_of(const Tensor
 }
 
 /// Rows per GEMM block: a tile of rows x ld compute elements of about
-/// 256 KiB stays in L2 (measured best on N = 577..2048), blocks balanced so
-/// the last one is not a sliver; a multiple of 4, at least 20 (see top).
+/// 256 KiB stays in L2 (64 to 256 KiB time alike on N = 577 and 2048, 512
+/// KiB is slower), blocks balanced so the last one is not a sliver; a
+/// multiple of 4, at least 20 (see the top of the file).
 inline index_t block_rows(index_t tokens, index_t ld, std::size_t element_size) {
   const auto budget_rows = static_cast<index_t>((std::size_t{1} << 18) / (static_cast<std::size_t>(ld) * element_size));
   const index_t most = std::min<index_t>(256, std::max<index_t>(20, budget_rows & ~index_t{3}));
@@ -117,8 +118,7 @@ template <class C>
 class scratch {
  public:
   scratch(index_t tokens, index_t dim)
-      : tokens_(tokens), dim_(dim), ld_((tokens + 15) & ~index_t{15}),
-        rows_(block_rows(tokens, ld_, sizeof(C))) {
+      : ld_((tokens + 15) & ~index_t{15}), rows_(block_rows(tokens, ld_, sizeof(C))) {
     // 64-byte aligned tile: every row starts at the same alignment.
     tile_storage_.assign(static_cast<std::size_t>(rows_ * ld_ + 64 / sizeof(C)), C(0));
     const auto address = reinterpret_cast<std::uintptr_t>(tile_storage_.data());
@@ -132,13 +132,9 @@ class scratch {
   C* row(index_t r) noexcept { return tile_ + r * ld_; }
   C* queries() noexcept { return queries_.data(); }
   std::vector<C>& keys() noexcept { return keys_; }
-  /// Bytes held (the benchmark reports them).
-  std::size_t bytes() const noexcept {
-    return (tile_storage_.capacity() + queries_.capacity() + keys_.capacity()) * sizeof(C);
-  }
 
  private:
-  index_t tokens_, dim_, ld_, rows_;
+  index_t ld_, rows_;
   std::vector<C> tile_storage_, queries_, keys_;
   C* tile_ = nullptr;
 };
@@ -334,6 +330,9 @@ status pivot_scores(const Layer& layer, const std::string& label, const std::vec
   const C* keys = nullptr;
   index_t key_stride = 0;
   auto nothing = [] {};
+  // Column scores gather np values per row: summed token-major (one cache
+  // line per row, not np), transposed at the end; each sum is unchanged.
+  std::vector<double> gathered(dir == direction::column ? np * stride : 0);
   for (index_t h = 0; h < x.heads; ++h) {
     if (auto st = load_keys(x.k, label, h, s.keys(), keys, key_stride); !st) return st;
     status st;
@@ -346,12 +345,16 @@ status pivot_scores(const Layer& layer, const std::string& label, const std::vec
     else
       st = for_each_row(x.q, label, h, keys, key_stride, n, x.scale, last - first, true, consecutive_from(first), s,
                         [&](index_t, index_t j, const C* row) {
-                          for (std::size_t k = 0; k < np; ++k)
-                            out[k * stride + static_cast<std::size_t>(j)] += static_cast<double>(row[pivots[k]]);
+                          double* sums = &gathered[static_cast<std::size_t>(j) * np];
+                          for (std::size_t k = 0; k < np; ++k) sums[k] += static_cast<double>(row[pivots[k]]);
                         },
                         nothing);
     if (!st) return st;
   }
+  if (dir == direction::column)
+    for (index_t j = first; j < last; ++j)
+      for (std::size_t k = 0; k < np; ++k)
+        out[k * stride + static_cast<std::size_t>(j)] = gathered[static_cast<std::size_t>(j) * np + k];
   divide(out.data(), out.size(), x.heads);
   return {};
 }
