@@ -1,7 +1,8 @@
 #pragma once
 /// \file freepruner.hpp
 /// The one include for host code: views, options, `select` on the Eigen CPU
-/// backend, the streaming `pruner`, presets, merged tokens and positions.
+/// backend, the Q/K path, the streaming `pruner`, presets, merged tokens and
+/// positions.
 /// Opt-in adapters live in `freepruner/adapters/`.
 
 #include "config.hpp"
@@ -10,6 +11,7 @@
 #include "options.hpp"
 #include "positions.hpp"
 #include "presets.hpp"
+#include "qk.hpp"
 #include "select.hpp"
 #include "stream.hpp"
 #include "traits.hpp"
