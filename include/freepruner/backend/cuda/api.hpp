@@ -86,6 +86,7 @@ inline status capacity(const budget& b, index_t tokens, const options& o, index_
 /// (`errc::wrong_memory_space`) and a short workspace (`errc::invalid_workspace`).
 /// Launch failures return `errc::device_error`. No allocation, no
 /// synchronization: the outputs are ready when `stream` reaches this point.
+/// A workspace serves one call at a time (concurrent calls need their own).
 status select(void* d_workspace, std::size_t& workspace_bytes, const device_maps& maps, const budget& b, const options& o,
               token_t* d_kept, index_t* d_counts, stream_t stream = nullptr, std::uint8_t* d_pivotal = nullptr);
 
