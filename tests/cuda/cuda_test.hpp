@@ -1,7 +1,7 @@
 #pragma once
 // Helpers of the CUDA tests: a plain checker (no test framework, so a GPU
-// machine needs only nvcc and Eigen), device buffers, and random maps
-// shaped like a vision encoder's, as tests/common.hpp makes them.
+// machine needs only nvcc and Eigen), device buffers, and a seeded engine
+// for tests/softmax_maps.hpp.
 
 #include <cmath>
 #include <cstdint>
@@ -13,6 +13,8 @@
 #include <vector>
 
 #include <cuda_runtime_api.h>
+
+#include "../softmax_maps.hpp"
 
 namespace fpcuda {
 
@@ -77,27 +79,9 @@ inline std::mt19937_64& rng() {
 inline int uniform_int(int lo, int hi) { return std::uniform_int_distribution<int>(lo, hi)(rng()); }
 inline double uniform(double lo, double hi) { return std::uniform_real_distribution<double>(lo, hi)(rng()); }
 
-/// Softmax rows with a few "sink" keys per layer-head (so outliers exist);
-/// nearly uniform rows when `flat`.
+/// Softmax rows with "sink" keys (tests/softmax_maps.hpp), from the seeded engine.
 inline std::vector<double> random_maps(int layers, int heads, int tokens, bool flat = false) {
-  std::vector<double> maps(static_cast<std::size_t>(layers) * heads * tokens * tokens);
-  std::normal_distribution<double> normal(0.0, 1.0);
-  std::vector<double> bonus(static_cast<std::size_t>(tokens));
-  for (int l = 0; l < layers; ++l)
-    for (int h = 0; h < heads; ++h) {
-      for (auto& b : bonus) b = flat ? 0.0 : (uniform(0, 1) < 0.12 ? uniform(1.0, 4.0) : 0.0);
-      const double temperature = flat ? 0.01 : uniform(0.3, 2.0);
-      for (int i = 0; i < tokens; ++i) {
-        double* row = &maps[((static_cast<std::size_t>(l) * heads + h) * tokens + i) * tokens];
-        double sum = 0;
-        for (int j = 0; j < tokens; ++j) {
-          row[j] = std::exp(temperature * normal(rng()) + bonus[static_cast<std::size_t>(j)]);
-          sum += row[j];
-        }
-        for (int j = 0; j < tokens; ++j) row[j] /= sum;
-      }
-    }
-  return maps;
+  return fptest::softmax_maps(rng(), layers, heads, tokens, flat);
 }
 
 /// The same bits in the device type D as in the host type E.
