@@ -15,10 +15,10 @@
 #include <fstream>
 #include <limits>
 #include <memory>
-#include <sstream>
 #include <string>
 #include <vector>
 
+#include "../conformance_cases.hpp"
 #include "cuda_test.hpp"
 
 namespace {
@@ -154,20 +154,6 @@ bool compare(const std::vector<typename Ty::host>& logical, index_t B, index_t L
 
 // ---------------------------------------------------------------------------
 
-struct conformance_case {
-  std::string name, file, kind, dir;
-  index_t L = 0, H = 0, N = 0, prefix = 0, suffix = 0, pivots = 0, comp = 0;
-  double value = 0;
-  std::vector<token_t> indices, pivotal, complementary;
-};
-
-std::vector<token_t> read_list(std::istringstream& in) {
-  std::vector<token_t> out;
-  std::string word;
-  while (in >> word && word != "|") out.push_back(static_cast<token_t>(std::stol(word)));
-  return out;
-}
-
 void conformance(const std::string& dir) {
   std::ifstream cases(dir + "/cases.txt");
   if (!cases) {
@@ -176,32 +162,14 @@ void conformance(const std::string& dir) {
   }
   std::string line;
   while (std::getline(cases, line)) {
-    if (line.empty() || line[0] == '#') continue;
-    std::istringstream in(line);
-    conformance_case c;
-    std::string bar;
-    in >> c.name >> c.file >> c.L >> c.H >> c.N >> c.prefix >> c.suffix >> c.kind >> c.value >> c.pivots >> c.dir >> c.comp >> bar;
-    c.indices = read_list(in);
-    c.pivotal = read_list(in);
-    c.complementary = read_list(in);
-    std::vector<float> maps(static_cast<std::size_t>(c.L * c.H * c.N * c.N));
-    std::ifstream f(dir + "/" + c.file, std::ios::binary);
-    f.read(reinterpret_cast<char*>(maps.data()), static_cast<std::streamsize>(maps.size() * sizeof(float)));
-    if (!check.expect(static_cast<bool>(f), c.name + ": " + c.file + " is short")) continue;
-    fp::options o;
-    o.prefix_tokens = c.prefix;
-    o.suffix_tokens = c.suffix;
-    o.pivots_per_layer = c.pivots;
-    o.complementary_layer = c.comp;
-    o.complementary_from = c.dir == "column" ? fp::direction::column : fp::direction::row;
-    const auto b = c.kind == "adaptive" ? fp::budget::adaptive()
-                   : c.kind == "count"  ? fp::budget::count(static_cast<index_t>(c.value))
-                                        : fp::budget::ratio(c.value);
-    fp::selection want;
-    want.indices = c.indices;
-    want.pivotal = c.pivotal;
-    want.complementary = c.complementary;
-    // One item through the single view; two items and two layouts batched.
+    fptest::conformance_case c;
+    if (!fptest::parse_case(line, c)) continue;
+    std::vector<float> maps;
+    if (!check.expect(fptest::read_case_maps(dir, c, maps), c.name + ": " + c.file + " has the wrong size")) continue;
+    const fp::options o = c.options();
+    const fp::budget b = c.budget();
+    const fp::selection want = c.expected();
+    // One item through the single view; two items in three layouts, batched.
     const placed<float> one = place<float>(maps, 1, c.L, c.H, c.N, layout_kind::contiguous);
     const fp::attention_view<const float, fp::device_memory> single(one.view.data(), c.L, c.H, c.N);
     fp::selection got;
