@@ -81,6 +81,13 @@ inline status make_layout(const std::array<index_t, 5>& e, const budget& b, cons
   if (layers > max_pivot_layers)
     return fail(errc::invalid_layer, "options.pivot_layers: ", static_cast<long long>(layers),
                 " pivot layers (the CUDA backend takes at most ", max_pivot_layers, ")");
+  const index_t most = std::numeric_limits<int>::max();
+  auto too_large = [&] {
+    return fail(errc::invalid_shape, "attention maps: batch = ", static_cast<long long>(e[0]), " x ",
+                static_cast<long long>(layers), " pivot layers of ", static_cast<long long>(p.heads), " x ",
+                static_cast<long long>(p.tokens), " rows is too large for one launch; split the batch");
+  };
+  if (e[0] > most || p.heads > most) return too_large();  // before the products below
   const index_t batch = e[0], n = p.tokens, rows = p.heads * n, z = batch * layers;
   tiling& t = out.t;
   const index_t width = tile_bytes / static_cast<index_t>(element_size);
@@ -97,11 +104,8 @@ inline status make_layout(const std::array<index_t, 5>& e, const budget& b, cons
   out.degree_blocks = z * tiles * t.chunks;
   out.reduce_blocks = z * t.column_blocks;
   out.complement_blocks = batch * t.groups;
-  const index_t most = std::numeric_limits<int>::max();
   if (out.degree_blocks > most || out.reduce_blocks > most || out.complement_blocks > most || rows > most)
-    return fail(errc::invalid_shape, "attention maps: batch = ", static_cast<long long>(batch), " x ",
-                static_cast<long long>(layers), " pivot layers of ", static_cast<long long>(p.heads), " x ",
-                static_cast<long long>(n), " rows is too large for one launch; split the batch");
+    return too_large();
 
   const auto count = [](index_t x) { return static_cast<std::size_t>(x); };
   std::size_t at = 0;
