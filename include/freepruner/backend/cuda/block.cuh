@@ -12,14 +12,11 @@
 #include <cuda/functional>
 
 #include "../../detail/decisions.hpp"
+#include "layout.hpp"
 
 namespace freepruner {
 namespace detail {
 namespace gpu {
-
-/// Threads of every kernel of the backend.
-inline constexpr int block_threads = 256;
-inline constexpr int block_warps = block_threads / 32;
 
 using key_t = unsigned long long;
 
@@ -40,13 +37,13 @@ __device__ inline key_t descending_key(double x) { return ~order_key(x); }
 
 /// Shared memory of the block algorithms below; one per block.
 struct block_storage {
-  using reduce_int = cub::BlockReduce<int, block_threads>;
-  using reduce_key = cub::BlockReduce<key_t, block_threads>;
-  using scan_int = cub::BlockScan<int, block_threads>;
+  using reduce_int_t = cub::BlockReduce<int, block_threads>;
+  using reduce_key_t = cub::BlockReduce<key_t, block_threads>;
+  using scan_int_t = cub::BlockScan<int, block_threads>;
   union {
-    typename reduce_int::TempStorage reduce_int;
-    typename reduce_key::TempStorage reduce_key;
-    typename scan_int::TempStorage scan_int;
+    typename reduce_int_t::TempStorage reduce_int;
+    typename reduce_key_t::TempStorage reduce_key;
+    typename scan_int_t::TempStorage scan_int;
   } cub;
   int histogram[256];
   int digit, below, in_bucket, value_int;
@@ -54,7 +51,7 @@ struct block_storage {
 };
 
 __device__ inline int block_sum(int x, block_storage& s) {
-  const int total = block_storage::reduce_int(s.cub.reduce_int).Sum(x);
+  const int total = block_storage::reduce_int_t(s.cub.reduce_int).Sum(x);
   if (threadIdx.x == 0) s.value_int = total;
   __syncthreads();
   const int out = s.value_int;
@@ -63,7 +60,7 @@ __device__ inline int block_sum(int x, block_storage& s) {
 }
 
 __device__ inline key_t block_min(key_t x, block_storage& s) {
-  const key_t least = block_storage::reduce_key(s.cub.reduce_key).Reduce(x, ::cuda::minimum<>{});
+  const key_t least = block_storage::reduce_key_t(s.cub.reduce_key).Reduce(x, ::cuda::minimum<>{});
   if (threadIdx.x == 0) s.value_key = least;
   __syncthreads();
   const key_t out = s.value_key;
@@ -194,7 +191,7 @@ __device__ void block_first_m(int first, int last, Key key, Member member, int m
     const key_t x = in ? key(i) : 0;
     const int equal = in && x == t ? 1 : 0;
     int before = 0, total = 0;
-    block_storage::scan_int(s.cub.scan_int).ExclusiveSum(equal, before, total);
+    block_storage::scan_int_t(s.cub.scan_int).ExclusiveSum(equal, before, total);
     __syncthreads();
     if (in && (x < t || (equal != 0 && carry + before < ties))) mark(i);
     carry += total;
@@ -210,7 +207,7 @@ __device__ int block_compact(int first, int last, Flag flag, Put put, block_stor
     const int i = base + static_cast<int>(threadIdx.x);
     const int on = i < last && flag(i) ? 1 : 0;
     int before = 0, total = 0;
-    block_storage::scan_int(s.cub.scan_int).ExclusiveSum(on, before, total);
+    block_storage::scan_int_t(s.cub.scan_int).ExclusiveSum(on, before, total);
     __syncthreads();
     if (on != 0) put(i, carry + before);
     carry += total;

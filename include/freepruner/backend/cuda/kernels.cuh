@@ -22,6 +22,7 @@
 #include <cuda_fp16.h>
 
 #include "block.cuh"
+#include "layout.hpp"
 
 namespace freepruner {
 namespace detail {
@@ -45,54 +46,6 @@ struct element<__nv_bfloat16> {
   using raw = unsigned short;
   __device__ static float to_float(raw r) { return __uint_as_float(static_cast<unsigned>(r) << 16); }
 };
-
-/// Pivot layers travel in the kernel parameters (no copy, no sync).
-inline constexpr int max_pivot_layers = 256;
-
-/// The maps and the validated problem, as every kernel reads them.
-struct problem {
-  const void* data;
-  index_t item_stride, layer_stride, head_stride, row_stride, key_stride;
-  int batch, heads, tokens;
-  int first, last;           // candidates C = [first, last)
-  int top_k;                 // pivots_per_layer clamped to M; 0: adaptive pivots
-  double fence_factor;
-  int complementary_layer;
-  bool column;               // complementary scores from the pivot's column
-  int budget;                // m; -1: adaptive
-  int pivot_layer_count;
-  int pivot_layers[max_pivot_layers];
-};
-
-/// How the work is cut (computed on the host from the shape alone).
-struct tiling {
-  int tiles, tile_width;     // column tiles of each row
-  int chunks;                // row chunks of each (item, pivot layer)
-  index_t rows_per_chunk;
-  int column_blocks;         // blocks of 32 columns in reduce_degrees
-  int groups;                // complement blocks per item
-};
-
-/// Workspace arrays (see layout in select.cuh).
-struct scratch {
-  double* partials;      // [item * K + k][chunk][N]
-  double* degrees;       // [item * K + k][N]: r of each pivot layer
-  int* status;           // [item]: 0, or 1 + k for pivot layer k, or 1 + K for the complementary layer
-  int* pivot_count;      // [item]
-  unsigned* arrivals;    // [2][item]: blocks done, for the two hand-offs
-  int* pivots;           // [item][N]: P ascending
-  int* ranks;            // [item][N]: best rank of each pivot
-  std::uint8_t* is_pivot;    // [item][N]
-  std::uint8_t* is_outlier;  // [item][N]: in some O_p
-  std::uint8_t* keep;        // [item][N]
-  double* scores;        // [item][group][N]: v_p of the group's current pivot
-  double* affinity;      // [item][group][N]: the group's share of w
-  unsigned long long* located;  // diagnose: first non-finite position
-};
-
-/// Bytes of one row tile (1024 fp16/bf16 or 512 fp32 columns) and rows staged at once.
-inline constexpr int tile_bytes = 2048;
-inline constexpr int stage_rows = 16;
 
 template <class T, bool Vector>
 struct degree_pass {
