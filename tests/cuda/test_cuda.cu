@@ -32,7 +32,10 @@ bool quick = false;
 
 std::string show(const std::vector<token_t>& v) {
   std::string s;
-  for (token_t t : v) s += " " + std::to_string(t);
+  for (token_t t : v) {  // two appends: GCC 12's -Wrestrict misfires on " " + std::string
+    s += ' ';
+    s += std::to_string(t);
+  }
   return s;
 }
 std::string show(const fp::selection& s) {
