@@ -5,7 +5,8 @@
 #
 #   build     configure bench/gpu (CUDA tests, benchmarks, PyTorch bridge) into build-gpu/ and build it
 #   test      the CUDA backend against the CPU backend, and the API from a plain C++ TU
-#   sanitize  compute-sanitizer memcheck, racecheck, initcheck and synccheck on the CUDA tests (--quick)
+#   sanitize  compute-sanitizer memcheck, racecheck, initcheck and synccheck on the CUDA tests (--quick);
+#             each tool is also a step of its own: memcheck racecheck initcheck synccheck
 #   bench     freepruner_gpu_table (time per image, read bandwidth against a device-to-device
 #             copy of the same run), then the Google Benchmark binary when it was built
 #   torch     bench/gpu/torch_compare.py: speed-up over PyTorch on the same maps and GPU, same
@@ -24,8 +25,12 @@ BUILD=${BUILD:-build-gpu}
 JOBS=${JOBS:-$(nproc)}
 CUDA_ARCH=${CUDA_ARCH:-90}
 export PATH="/usr/local/cuda/bin:$PATH"
-steps=("$@")
-[ ${#steps[@]} -eq 0 ] && steps=(build test sanitize bench torch)
+steps=()
+for step in "${@:-build test sanitize bench torch}"; do
+  for word in $step; do
+    if [ "$word" = sanitize ]; then steps+=(memcheck racecheck initcheck synccheck); else steps+=("$word"); fi
+  done
+done
 
 failures=()
 note() { printf '\n== %s\n' "$*"; }
@@ -81,18 +86,16 @@ for step in "${steps[@]}"; do
       code=$?
       [ $code -eq 0 ] || failed "freepruner_cuda_from_cxx (exit $code$([ $code -eq 77 ] && echo ': no CUDA device'))"
       ;;
-    sanitize)
+    memcheck | racecheck | initcheck | synccheck)
+      note "compute-sanitizer --tool $step"
       if [ -z "$sanitizer" ]; then
         failed "compute-sanitizer not found (it ships with the CUDA toolkit)"
         continue
       fi
-      for tool in memcheck racecheck initcheck synccheck; do
-        note "compute-sanitizer --tool $tool"
-        extra=()
-        [ "$tool" = memcheck ] && extra=(--leak-check full)
-        "$sanitizer" --tool "$tool" "${extra[@]}" --error-exitcode 99 \
-          "$BUILD/tests/freepruner_cuda_tests" "${conformance:-none}" --quick || failed "compute-sanitizer $tool"
-      done
+      extra=()
+      [ "$step" = memcheck ] && extra=(--leak-check full)
+      "$sanitizer" --tool "$step" "${extra[@]}" --error-exitcode 99 \
+        "$BUILD/tests/freepruner_cuda_tests" "${conformance:-none}" --quick || failed "compute-sanitizer $step"
       ;;
     bench)
       note "throughput table"
@@ -112,7 +115,7 @@ for step in "${steps[@]}"; do
       fi
       ;;
     *)
-      echo "unknown step '$step' (build test sanitize bench torch)"
+      echo "unknown step '$step' (build test sanitize memcheck racecheck initcheck synccheck bench torch)"
       exit 2
       ;;
   esac
