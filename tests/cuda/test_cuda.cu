@@ -21,6 +21,7 @@
 #include <vector>
 
 #include "../conformance_cases.hpp"
+#include "cases.hpp"
 #include "cuda_test.hpp"
 
 namespace {
@@ -69,21 +70,11 @@ struct bf16 {
   static constexpr const char* name = "__nv_bfloat16";
 };
 
-template <class E>
-std::vector<E> narrow(const std::vector<double>& x) {
-  std::vector<E> out(x.size());
-  for (std::size_t k = 0; k < x.size(); ++k) out[k] = static_cast<E>(static_cast<float>(x[k]));
-  return out;
-}
+using fptest::layout_kind;
+using fptest::name_of;
+using fptest::narrow;
 
-// Logical maps [B][L][H][N][N] placed in device memory in one of these layouts.
-enum class layout_kind { contiguous, keys_major, padded_rows, layers_outer, reversed_heads };
-constexpr int layout_count = 5;
-const char* name_of(layout_kind k) {
-  static const char* const names[] = {"contiguous", "keys-major", "padded rows", "layers outer", "reversed heads"};
-  return names[static_cast<int>(k)];
-}
-
+// Logical maps [B][L][H][N][N] laid out in device memory (tests/cuda/cases.hpp).
 template <class D>
 struct placed {
   std::unique_ptr<fpcuda::device_array<D>> memory;
@@ -92,50 +83,12 @@ struct placed {
 
 template <class D, class E>
 placed<D> place(const std::vector<E>& logical, index_t B, index_t L, index_t H, index_t N, layout_kind kind) {
-  std::array<index_t, 5> st{};
-  index_t total = B * L * H * N * N, offset = 0;
-  switch (kind) {
-    case layout_kind::contiguous: st = {L * H * N * N, H * N * N, N * N, N, 1}; break;
-    case layout_kind::keys_major: st = {L * H * N * N, H * N * N, N * N, 1, N}; break;
-    case layout_kind::padded_rows: {  // rows of N + 3: most rows start misaligned
-      const index_t r = N + 3;
-      st = {L * H * N * r, H * N * r, N * r, r, 1};
-      total = B * L * H * N * r;
-      break;
-    }
-    case layout_kind::layers_outer: st = {H * N * N, B * H * N * N, N * N, N, 1}; break;
-    case layout_kind::reversed_heads:
-      st = {L * H * N * N, H * N * N, -N * N, N, 1};
-      offset = (H - 1) * N * N;
-      break;
-  }
-  std::vector<E> physical(static_cast<std::size_t>(total), E(0.0f));
-  for (index_t b = 0; b < B; ++b)
-    for (index_t l = 0; l < L; ++l)
-      for (index_t h = 0; h < H; ++h)
-        for (index_t i = 0; i < N; ++i)
-          for (index_t j = 0; j < N; ++j)
-            physical[static_cast<std::size_t>(offset + b * st[0] + l * st[1] + h * st[2] + i * st[3] + j * st[4])] =
-                logical[static_cast<std::size_t>((((b * L + l) * H + h) * N + i) * N + j)];
+  const fptest::laid_out<E> laid = fptest::lay_out(logical, B, L, H, N, kind, E(0.0f));
   placed<D> out;
-  out.memory = std::make_unique<fpcuda::device_array<D>>(fpcuda::same_bits<D>(physical));
-  out.view = fp::batched_attention_view<const D, fp::device_memory>(out.memory->get() + offset, {B, L, H, N, N}, st);
+  out.memory = std::make_unique<fpcuda::device_array<D>>(fpcuda::same_bits<D>(laid.memory));
+  out.view = fp::batched_attention_view<const D, fp::device_memory>(out.memory->get() + laid.offset, {B, L, H, N, N},
+                                                                    laid.strides);
   return out;
-}
-
-std::string describe(index_t B, index_t L, index_t H, index_t N, const fp::budget& b, const fp::options& o) {
-  std::string s = "B=" + std::to_string(B) + " L=" + std::to_string(L) + " H=" + std::to_string(H) +
-                  " N=" + std::to_string(N) + " prefix=" + std::to_string(o.prefix_tokens) +
-                  " suffix=" + std::to_string(o.suffix_tokens) + " k=" + std::to_string(o.pivots_per_layer) +
-                  " f=" + std::to_string(o.fence_factor) + (o.complementary_from == fp::direction::column ? " column" : " row") +
-                  " c=" + std::to_string(o.complementary_layer) + " pivot_layers=";
-  for (index_t l : o.pivot_layers) s += std::to_string(l) + ",";
-  switch (b.mode()) {
-    case fp::budget::kind::adaptive: s += " adaptive"; break;
-    case fp::budget::kind::count: s += " count(" + std::to_string(b.count_value()) + ")"; break;
-    case fp::budget::kind::ratio: s += " ratio(" + std::to_string(b.ratio_value()) + ")"; break;
-  }
-  return s;
 }
 
 // Device (batched view, one launch) against the CPU backend, item by item.
@@ -145,7 +98,7 @@ bool compare(const std::vector<typename Ty::host>& logical, index_t B, index_t L
   using E = typename Ty::host;
   using D = typename Ty::device;
   const placed<D> maps = place<D>(logical, B, L, H, N, kind);
-  const std::string what = label + " " + Ty::name + " " + name_of(kind) + " " + describe(B, L, H, N, b, o);
+  const std::string what = label + " " + Ty::name + " " + name_of(kind) + " " + fptest::describe(B, L, H, N, b, o);
   std::vector<fp::selection> gpu;
   const fp::status s = fp::try_select(maps.view, b, o, gpu);
   if (!check.expect(s.ok() && gpu.size() == static_cast<std::size_t>(B), what + ": " + s.message())) return false;
@@ -194,29 +147,6 @@ void conformance(const std::string& dir) {
 
 // ---------------------------------------------------------------------------
 
-fp::options random_options(int layers, int tokens, fp::budget& b) {
-  fp::options o;
-  o.prefix_tokens = fpcuda::uniform_int(0, 2);
-  o.suffix_tokens = fpcuda::uniform_int(0, 1);
-  while (o.prefix_tokens + o.suffix_tokens >= tokens) o.prefix_tokens > 0 ? --o.prefix_tokens : --o.suffix_tokens;
-  const int m = tokens - static_cast<int>(o.prefix_tokens + o.suffix_tokens);
-  switch (fpcuda::uniform_int(0, 2)) {
-    case 0: b = fp::budget::adaptive(); break;
-    case 1: b = fp::budget::count(fpcuda::uniform_int(1, m + 3)); break;
-    default: b = fp::budget::ratio(fpcuda::uniform(0.01, 1.0)); break;
-  }
-  o.pivots_per_layer = fpcuda::uniform_int(0, 3) == 0 ? fpcuda::uniform_int(1, 4) : 0;
-  o.complementary_from = fpcuda::uniform_int(0, 1) == 1 ? fp::direction::column : fp::direction::row;
-  o.complementary_layer = fpcuda::uniform_int(0, 1) == 0 ? -1 : fpcuda::uniform_int(0, layers - 1);
-  if (fpcuda::uniform_int(0, 2) == 0)
-    for (int l = layers - 1; l >= 0; --l)  // any order, not only ascending
-      if (fpcuda::uniform_int(0, 1) == 1) o.pivot_layers.push_back(l);
-  static const double fences[] = {1.5, 1.5, 0.0, 0.5, 3.0};
-  o.fence_factor = fences[fpcuda::uniform_int(0, 4)];
-  if (o.fence_factor == 0.5 && m <= 3) o.fence_factor = 1.5;  // the fence on a value: a rounding tie
-  return o;
-}
-
 template <class Ty>
 void random_configs(int count) {
   static const int sizes[] = {1, 2, 3, 4, 5, 8, 17, 26, 40, 65, 130};
@@ -224,13 +154,13 @@ void random_configs(int count) {
     const int L = fpcuda::uniform_int(1, 3), H = fpcuda::uniform_int(1, 5), N = sizes[fpcuda::uniform_int(0, 10)];
     const int B = fpcuda::uniform_int(1, 3);
     fp::budget b = fp::budget::adaptive();
-    const fp::options o = random_options(L, N, b);
+    const fp::options o = fptest::random_options(fpcuda::rng(), L, N, b);
     std::vector<double> maps;
     for (int item = 0; item < B; ++item) {
       const auto one = fpcuda::random_maps(L, H, N, fpcuda::uniform_int(0, 9) == 0);
       maps.insert(maps.end(), one.begin(), one.end());
     }
-    const auto kind = static_cast<layout_kind>(fpcuda::uniform_int(0, layout_count - 1));
+    const auto kind = static_cast<layout_kind>(fpcuda::uniform_int(0, fptest::layout_count - 1));
     compare<Ty>(narrow<typename Ty::host>(maps), B, L, H, N, b, o, kind, "random #" + std::to_string(c));
   }
 }

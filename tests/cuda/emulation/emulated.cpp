@@ -20,6 +20,7 @@
 
 #include "../../conformance_cases.hpp"
 #include "../../softmax_maps.hpp"
+#include "../cases.hpp"
 
 namespace {
 
@@ -81,47 +82,23 @@ std::string show(const std::vector<token_t>& v) {
   return s;
 }
 
-enum class layout_kind { contiguous, keys_major, padded_rows, layers_outer, reversed_heads };
-constexpr int layout_count = 5;
+using fptest::layout_kind;
+using fptest::narrow;
 
-// Logical maps [B][L][H][N][N] of host type E, placed in a layout with the
-// device type D's bits, in a buffer of exactly the size the layout needs.
+// Logical maps [B][L][H][N][N] of host type E laid out (tests/cuda/cases.hpp)
+// in a buffer of exactly the size the layout needs, read as device type D.
 template <class D, class E>
 struct placed {
-  std::vector<E> memory;
+  fptest::laid_out<E> laid;
   fp::batched_attention_view<const D, fp::device_memory> view;
 };
 
 template <class D, class E>
 placed<D, E> place(const std::vector<E>& logical, index_t B, index_t L, index_t H, index_t N, layout_kind kind) {
-  std::array<index_t, 5> st{};
-  index_t total = B * L * H * N * N, offset = 0;
-  switch (kind) {
-    case layout_kind::contiguous: st = {L * H * N * N, H * N * N, N * N, N, 1}; break;
-    case layout_kind::keys_major: st = {L * H * N * N, H * N * N, N * N, 1, N}; break;
-    case layout_kind::padded_rows: {
-      const index_t r = N + 3;
-      st = {L * H * N * r, H * N * r, N * r, r, 1};
-      total = B * L * H * N * r;
-      break;
-    }
-    case layout_kind::layers_outer: st = {H * N * N, B * H * N * N, N * N, N, 1}; break;
-    case layout_kind::reversed_heads:
-      st = {L * H * N * N, H * N * N, -N * N, N, 1};
-      offset = (H - 1) * N * N;
-      break;
-  }
   placed<D, E> p;
-  p.memory.assign(static_cast<std::size_t>(total), E(std::numeric_limits<float>::quiet_NaN()));  // padding: never read
-  for (index_t b = 0; b < B; ++b)
-    for (index_t l = 0; l < L; ++l)
-      for (index_t h = 0; h < H; ++h)
-        for (index_t i = 0; i < N; ++i)
-          for (index_t j = 0; j < N; ++j)
-            p.memory[static_cast<std::size_t>(offset + b * st[0] + l * st[1] + h * st[2] + i * st[3] + j * st[4])] =
-                logical[static_cast<std::size_t>((((b * L + l) * H + h) * N + i) * N + j)];
-  p.view = fp::batched_attention_view<const D, fp::device_memory>(reinterpret_cast<const D*>(p.memory.data()) + offset,
-                                                                  {B, L, H, N, N}, st);
+  p.laid = fptest::lay_out(logical, B, L, H, N, kind, E(std::numeric_limits<float>::quiet_NaN()));  // padding: never read
+  p.view = fp::batched_attention_view<const D, fp::device_memory>(
+      reinterpret_cast<const D*>(p.laid.memory.data()) + p.laid.offset, {B, L, H, N, N}, p.laid.strides);
   return p;
 }
 
@@ -147,14 +124,6 @@ void compare(const std::vector<E>& logical, index_t B, index_t L, index_t H, ind
 }
 
 int uniform_int(int lo, int hi) { return std::uniform_int_distribution<int>(lo, hi)(rng); }
-double uniform(double lo, double hi) { return std::uniform_real_distribution<double>(lo, hi)(rng); }
-
-template <class E>
-std::vector<E> narrow(const std::vector<double>& x) {
-  std::vector<E> out(x.size());
-  for (std::size_t k = 0; k < x.size(); ++k) out[k] = E(static_cast<float>(x[k]));
-  return out;
-}
 
 void conformance(const std::string& dir) {
   std::ifstream cases(dir + "/cases.txt");
@@ -188,37 +157,17 @@ template <class D, class E>
 void random_config(int c) {
   static const int sizes[] = {1, 2, 3, 4, 5, 8, 17, 26, 40, 65, 130};
   const int L = uniform_int(1, 3), H = uniform_int(1, 5), N = sizes[uniform_int(0, 10)], B = uniform_int(1, 3);
-  fp::options o;
-  o.prefix_tokens = uniform_int(0, 2);
-  o.suffix_tokens = uniform_int(0, 1);
-  while (o.prefix_tokens + o.suffix_tokens >= N) o.prefix_tokens > 0 ? --o.prefix_tokens : --o.suffix_tokens;
-  const int m = N - static_cast<int>(o.prefix_tokens + o.suffix_tokens);
   fp::budget b = fp::budget::adaptive();
-  std::string budget_text = "adaptive";
-  switch (uniform_int(0, 2)) {
-    case 1: b = fp::budget::count(uniform_int(1, m + 3)); budget_text = "count(" + std::to_string(b.count_value()) + ")"; break;
-    case 2: b = fp::budget::ratio(uniform(0.01, 1.0)); budget_text = "ratio(" + std::to_string(b.ratio_value()) + ")"; break;
-    default: break;
-  }
-  o.pivots_per_layer = uniform_int(0, 3) == 0 ? uniform_int(1, 4) : 0;
-  o.complementary_from = uniform_int(0, 1) == 1 ? fp::direction::column : fp::direction::row;
-  o.complementary_layer = uniform_int(0, 1) == 0 ? -1 : uniform_int(0, L - 1);
-  if (uniform_int(0, 2) == 0)
-    for (int l = L - 1; l >= 0; --l)
-      if (uniform_int(0, 1) == 1) o.pivot_layers.push_back(l);
-  static const double fences[] = {1.5, 1.5, 0.0, 0.5, 3.0};
-  o.fence_factor = fences[uniform_int(0, 4)];
-  if (o.fence_factor == 0.5 && m <= 3) o.fence_factor = 1.5;  // the fence on a value: a rounding tie
+  const fp::options o = fptest::random_options(rng, L, N, b);
   std::vector<double> maps;
   for (int item = 0; item < B; ++item) {
     const auto one = fptest::softmax_maps(rng, L, H, N, uniform_int(0, 9) == 0);
     maps.insert(maps.end(), one.begin(), one.end());
   }
-  const auto kind = static_cast<layout_kind>(uniform_int(0, layout_count - 1));
+  const auto kind = static_cast<layout_kind>(uniform_int(0, fptest::layout_count - 1));
   compare<D>(narrow<E>(maps), B, L, H, N, b, o, kind,
-             "random #" + std::to_string(c) + " (" + std::to_string(sizeof(E)) + "-byte elements, B=" + std::to_string(B) +
-                 " L=" + std::to_string(L) + " H=" + std::to_string(H) + " N=" + std::to_string(N) + " layout " +
-                 std::to_string(static_cast<int>(kind)) + " " + budget_text + " k=" + std::to_string(o.pivots_per_layer) + ")");
+             "random #" + std::to_string(c) + " (" + std::to_string(sizeof(E)) + "-byte elements, " +
+                 fptest::name_of(kind) + ", " + fptest::describe(B, L, H, N, b, o) + ")");
 }
 
 void big() {  // CLIP-336 shapes, every candidate a pivot, rows of several tiles
