@@ -55,10 +55,9 @@ inline status cuda_failure(const char* call, cudaError_t e) {
   return fail(errc::device_error, call, " failed: ", cudaGetErrorName(e), " (", cudaGetErrorString(e), ")");
 }
 
-/// Host memory where device memory is expected, or another device's.
-inline status check_device_pointer(const void* ptr, const char* what) {
-  int current = 0;
-  if (const cudaError_t e = cudaGetDevice(&current); e != cudaSuccess) return cuda_failure("cudaGetDevice", e);
+/// Host memory where device memory is expected, or memory of another
+/// device than `current`. (A driver lookup, no synchronization.)
+inline status check_device_pointer(const void* ptr, const char* what, int current) {
   cudaPointerAttributes a{};
   if (const cudaError_t e = cudaPointerGetAttributes(&a, ptr); e != cudaSuccess) {
     (void)cudaGetLastError();  // not sticky: clear it
@@ -91,12 +90,14 @@ status check_run(const layout& l, const batched_attention_view<const T, device_m
   if (workspace_bytes < l.bytes)
     return fail(errc::invalid_workspace, "workspace_bytes = ", static_cast<unsigned long long>(workspace_bytes),
                 " is less than the ", static_cast<unsigned long long>(l.bytes), " bytes the size query returns");
-  if (auto s = check_device_pointer(v.data(), "attention maps: data"); !s) return s;
-  if (auto s = check_device_pointer(workspace, "d_workspace"); !s) return s;
-  if (auto s = check_device_pointer(kept, "d_kept"); !s) return s;
-  if (auto s = check_device_pointer(counts, "d_counts"); !s) return s;
+  int current = 0;
+  if (const cudaError_t e = cudaGetDevice(&current); e != cudaSuccess) return cuda_failure("cudaGetDevice", e);
+  if (auto s = check_device_pointer(v.data(), "attention maps: data", current); !s) return s;
+  if (auto s = check_device_pointer(workspace, "d_workspace", current); !s) return s;
+  if (auto s = check_device_pointer(kept, "d_kept", current); !s) return s;
+  if (auto s = check_device_pointer(counts, "d_counts", current); !s) return s;
   if (kept_pivotal != nullptr)
-    if (auto s = check_device_pointer(kept_pivotal, "d_pivotal"); !s) return s;
+    if (auto s = check_device_pointer(kept_pivotal, "d_pivotal", current); !s) return s;
   return {};
 }
 
