@@ -12,6 +12,7 @@
 #include <freepruner/freepruner.hpp>
 
 #include "reference.hpp"
+#include "softmax_maps.hpp"
 
 namespace fptest {
 
@@ -24,28 +25,9 @@ inline std::mt19937_64& rng() {
 inline int uniform_int(int lo, int hi) { return std::uniform_int_distribution<int>(lo, hi)(rng()); }
 inline double uniform(double lo, double hi) { return std::uniform_real_distribution<double>(lo, hi)(rng()); }
 
-// Softmax rows over logits with a few "sink" keys per layer-head that draw
-// attention (so outliers exist), at random temperatures; when `flat`, rows
-// are nearly uniform (few or no outliers, exercising the fallback).
+// Softmax rows with "sink" keys (tests/softmax_maps.hpp), from the seeded engine.
 inline std::vector<double> random_maps(int layers, int heads, int tokens, bool flat = false) {
-  std::vector<double> maps(static_cast<std::size_t>(layers) * heads * tokens * tokens);
-  std::normal_distribution<double> normal(0.0, 1.0);
-  std::vector<double> bonus(static_cast<std::size_t>(tokens));
-  for (int l = 0; l < layers; ++l)
-    for (int h = 0; h < heads; ++h) {
-      for (auto& b : bonus) b = flat ? 0.0 : (uniform(0, 1) < 0.12 ? uniform(1.0, 4.0) : 0.0);
-      const double temperature = flat ? 0.01 : uniform(0.3, 2.0);
-      for (int i = 0; i < tokens; ++i) {
-        double* row = &maps[((static_cast<std::size_t>(l) * heads + h) * tokens + i) * tokens];
-        double sum = 0;
-        for (int j = 0; j < tokens; ++j) {
-          row[j] = std::exp(temperature * normal(rng()) + bonus[static_cast<std::size_t>(j)]);
-          sum += row[j];
-        }
-        for (int j = 0; j < tokens; ++j) row[j] /= sum;
-      }
-    }
-  return maps;
+  return softmax_maps(rng(), layers, heads, tokens, flat);
 }
 
 // Rounds to element type E and back, so the reference sees the values the library reads.

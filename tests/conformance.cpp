@@ -10,24 +10,12 @@
 
 #include <freepruner/freepruner.hpp>
 
+#include "conformance_cases.hpp"
+
 namespace {
 
 using freepruner::index_t;
 using freepruner::token_t;
-
-struct test_case {
-  std::string name, file, kind, dir;
-  index_t L = 0, H = 0, N = 0, prefix = 0, suffix = 0, pivots = 0, comp = 0;
-  double value = 0;
-  std::vector<token_t> indices, pivotal, complementary;
-};
-
-std::vector<token_t> read_list(std::istringstream& in) {
-  std::vector<token_t> out;
-  std::string word;
-  while (in >> word && word != "|") out.push_back(static_cast<token_t>(std::stol(word)));
-  return out;
-}
 
 std::string show(const std::vector<token_t>& v) {
   std::string s;
@@ -38,7 +26,7 @@ std::string show(const std::vector<token_t>& v) {
   return s;
 }
 
-bool same(const char* path, const test_case& c, const freepruner::selection& s) {
+bool same(const char* path, const fptest::conformance_case& c, const freepruner::selection& s) {
   if (s.indices == c.indices && s.pivotal == c.pivotal && s.complementary == c.complementary) return true;
   std::printf("%s (%s): MISMATCH\n  want |%s |%s |%s\n  got  |%s |%s |%s\n", c.name.c_str(), path, show(c.indices).c_str(),
               show(c.pivotal).c_str(), show(c.complementary).c_str(), show(s.indices).c_str(), show(s.pivotal).c_str(),
@@ -58,34 +46,17 @@ int main(int argc, char** argv) {
   int passed = 0, failed = 0;
   std::string line;
   while (std::getline(cases, line)) {
-    if (line.empty() || line[0] == '#') continue;
-    std::istringstream in(line);
-    test_case c;
-    in >> c.name >> c.file >> c.L >> c.H >> c.N >> c.prefix >> c.suffix >> c.kind >> c.value >> c.pivots >> c.dir >> c.comp;
-    std::string bar;
-    in >> bar;
-    c.indices = read_list(in);
-    c.pivotal = read_list(in);
-    c.complementary = read_list(in);
-
+    fptest::conformance_case c;
+    if (!fptest::parse_case(line, c)) continue;
     const auto count = static_cast<std::size_t>(c.L * c.H * c.N * c.N);
-    std::vector<float> maps(count);
-    std::ifstream f(dir + "/" + c.file, std::ios::binary);
-    f.read(reinterpret_cast<char*>(maps.data()), static_cast<std::streamsize>(count * sizeof(float)));
-    if (!f || f.peek() != EOF) {
+    std::vector<float> maps;
+    if (!fptest::read_case_maps(dir, c, maps)) {
       std::printf("%s: %s does not hold %zu float32 values\n", c.name.c_str(), c.file.c_str(), count);
       ++failed;
       continue;
     }
-    freepruner::options o;
-    o.prefix_tokens = c.prefix;
-    o.suffix_tokens = c.suffix;
-    o.pivots_per_layer = c.pivots;
-    o.complementary_layer = c.comp;
-    o.complementary_from = c.dir == "column" ? freepruner::direction::column : freepruner::direction::row;
-    const auto b = c.kind == "adaptive" ? freepruner::budget::adaptive()
-                   : c.kind == "count"  ? freepruner::budget::count(static_cast<index_t>(c.value))
-                                        : freepruner::budget::ratio(c.value);
+    const freepruner::options o = c.options();
+    const auto b = c.budget();
     const index_t L = c.L, H = c.H, N = c.N;
     bool ok = true;
 

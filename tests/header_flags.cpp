@@ -3,6 +3,7 @@
 
 #include <freepruner/adapters/eigen.hpp>
 #include <freepruner/adapters/mdspan.hpp>
+#include <freepruner/backend/cuda/api.hpp>
 #include <freepruner/freepruner.hpp>
 
 namespace fp_flags {
@@ -36,5 +37,9 @@ int main() {
       fp_flags::instantiate_all(f) + fp_flags::instantiate_all(d) + fp_flags::instantiate_all(h) + fp_flags::instantiate_all(bf);
   const auto kept = freepruner::kept_tokens(freepruner::budget::ratio(0.5), 577, freepruner::options{1, 0, 0, 1.5,
                                                                                                      freepruner::direction::row, -1, {}});
-  return n > 0 && kept && *kept == 288 ? 0 : 1;
+  freepruner::index_t slots = 0;  // the CUDA API's host-only part
+  const bool cuda_ok = freepruner::cuda::capacity(freepruner::budget::ratio(0.5), 577, freepruner::options{1, 0, 0, 1.5,
+                                                  freepruner::direction::row, -1, {}}, slots).ok() && slots == 288 &&
+                       freepruner::cuda::device_maps::contiguous(f, freepruner::cuda::dtype::f32, 1, 1, 1, 2).strides[3] == 2;
+  return n > 0 && kept && *kept == 288 && cuda_ok ? 0 : 1;
 }

@@ -24,6 +24,8 @@ enum class errc {
   non_finite,          ///< a NaN or an infinity in the maps that are read
   null_data,           ///< a null data pointer with a non-empty shape
   wrong_memory_space,  ///< host memory where device memory is expected, or the reverse
+  invalid_workspace,   ///< (CUDA) a workspace smaller than the size query returned
+  device_error,        ///< (CUDA) a CUDA runtime call failed; the message names it
 };
 
 /// A short name for an error code ("invalid_shape", ...).
@@ -38,6 +40,8 @@ inline const char* to_string(errc code) noexcept {
     case errc::non_finite: return "non_finite";
     case errc::null_data: return "null_data";
     case errc::wrong_memory_space: return "wrong_memory_space";
+    case errc::invalid_workspace: return "invalid_workspace";
+    case errc::device_error: return "device_error";
   }
   return "unknown";
 }

@@ -1,0 +1,162 @@
+#pragma once
+/// \file cuda.cuh
+/// The CUDA backend, for translation units compiled by nvcc: after this
+/// include, `freepruner::select` and `try_select` on an
+/// `attention_view<const T, device_memory>` or a
+/// `batched_attention_view<const T, device_memory>` (T = float, __half or
+/// __nv_bfloat16) run on the GPU and return what the CPU backend returns.
+///
+/// That call allocates its workspace (stream-ordered), runs on the default
+/// stream and waits for the answer. Engines that own their memory and
+/// streams call the low-level `freepruner::cuda::select` instead
+/// (backend/cuda/select.cuh here, backend/cuda/api.hpp from plain C++).
+
+#if !defined(__CUDACC__)
+#error "freepruner/cuda.cuh needs nvcc; plain C++ includes freepruner/backend/cuda/api.hpp and links instantiate.cu"
+#endif
+
+#include <cstdint>
+#include <vector>
+
+// The CPU backend's headers are host code: nvcc's front end reports Eigen's
+// defaulted host-device members (#20012) and a variable the CPUID probe
+// sets for the asm's sake (#550). Neither matters here.
+#pragma nv_diagnostic push
+#pragma nv_diag_suppress 20012
+#pragma nv_diag_suppress 550
+#include "freepruner.hpp"
+#pragma nv_diagnostic pop
+
+#include "backend/cuda/select.cuh"
+
+namespace freepruner {
+namespace detail {
+namespace gpu {
+
+/// One device allocation, freed on scope exit (stream-ordered where the
+/// device supports it).
+class device_buffer {
+ public:
+  device_buffer() = default;
+  device_buffer(const device_buffer&) = delete;
+  device_buffer& operator=(const device_buffer&) = delete;
+  ~device_buffer() {
+    if (data_ == nullptr) return;
+    if (stream_ordered_)
+      (void)cudaFreeAsync(data_, nullptr);
+    else
+      (void)cudaFree(data_);
+  }
+
+  status allocate(std::size_t bytes) {
+    cudaError_t e = cudaMallocAsync(&data_, bytes, nullptr);
+    stream_ordered_ = e == cudaSuccess;
+    if (e == cudaErrorNotSupported) {
+      (void)cudaGetLastError();
+      e = cudaMalloc(&data_, bytes);
+    }
+    if (e != cudaSuccess) {
+      data_ = nullptr;
+      return fail(errc::device_error, "allocating ", static_cast<unsigned long long>(bytes),
+                  " bytes of device memory failed: ", cudaGetErrorName(e), " (", cudaGetErrorString(e), ")");
+    }
+    return {};
+  }
+  unsigned char* data() const noexcept { return static_cast<unsigned char*>(data_); }
+
+ private:
+  void* data_ = nullptr;
+  bool stream_ordered_ = false;
+};
+
+/// The convenience call: workspace and outputs in one allocation, the
+/// low-level call on the default stream, the answer copied back.
+template <class T>
+status select_on_device(const batched_attention_view<const T, device_memory>& v, const budget& b, const options& o,
+                        bool batched, std::vector<selection>& out) {
+  out.clear();
+  std::size_t workspace = 0;
+  if (auto s = cuda::select<T>(nullptr, workspace, v, b, o, nullptr, nullptr); !s) return s;
+  if (v.batch() == 0) return {};
+  index_t per_item = 0;
+  if (auto s = cuda::capacity(b, v.extent(3), o, per_item); !s) return s;
+  const auto items = static_cast<std::size_t>(v.batch()), slots = items * static_cast<std::size_t>(per_item);
+  std::size_t at = workspace;
+  const std::size_t kept_at = carve(at, slots * sizeof(token_t));
+  const std::size_t counts_at = carve(at, items * sizeof(index_t));
+  const std::size_t pivotal_at = carve(at, slots);
+  const std::size_t total = carve(at, 0);
+  device_buffer buffer;
+  if (auto s = buffer.allocate(total); !s) return s;
+  auto* kept = reinterpret_cast<token_t*>(buffer.data() + kept_at);
+  auto* counts = reinterpret_cast<index_t*>(buffer.data() + counts_at);
+  auto* pivotal = buffer.data() + pivotal_at;
+  // Slots past an item's count are never written: clear them, so the copy below reads no uninitialized memory.
+  if (const cudaError_t e = cudaMemsetAsync(buffer.data() + kept_at, 0, total - kept_at); e != cudaSuccess)
+    return cuda_failure("cudaMemsetAsync", e);
+  if (auto s = cuda::select<T>(buffer.data(), workspace, v, b, o, kept, counts, nullptr, pivotal); !s) return s;
+
+  std::vector<token_t> host_kept(slots);
+  std::vector<index_t> host_counts(items);
+  std::vector<std::uint8_t> host_pivotal(slots);
+  for (const cudaError_t e : {cudaMemcpyAsync(host_kept.data(), kept, slots * sizeof(token_t), cudaMemcpyDeviceToHost),
+                              cudaMemcpyAsync(host_counts.data(), counts, items * sizeof(index_t), cudaMemcpyDeviceToHost),
+                              cudaMemcpyAsync(host_pivotal.data(), pivotal, slots, cudaMemcpyDeviceToHost),
+                              cudaStreamSynchronize(nullptr)})
+    if (e != cudaSuccess) return cuda_failure("copying the selection back", e);
+
+  out.resize(items);
+  for (std::size_t item = 0; item < items; ++item) {
+    const index_t count = host_counts[item];
+    if (count < 0) {  // a NaN or infinity: find it
+      out.clear();
+      const status s = cuda::diagnose<T>(buffer.data(), workspace, v, b, o, static_cast<index_t>(item));
+      const status named = s ? fail(errc::non_finite, "attention maps: a NaN or an infinity was read") : s;
+      return batched ? in_item(named, static_cast<index_t>(item)) : named;
+    }
+    selection& sel = out[item];
+    const std::size_t first = item * static_cast<std::size_t>(per_item);
+    for (std::size_t k = first; k < first + static_cast<std::size_t>(count); ++k) {
+      sel.indices.push_back(host_kept[k]);
+      (host_pivotal[k] != 0 ? sel.pivotal : sel.complementary).push_back(host_kept[k]);
+    }
+  }
+  return {};
+}
+
+}  // namespace gpu
+
+/// `select` and `try_select` on device maps (see select.hpp's dispatch).
+template <>
+struct backend<device_memory> {
+  static constexpr bool available = true;
+
+  template <class Tensor>
+  static status select(const Tensor& t, const budget& b, const options& o, selection& out) {
+    static_assert(is_attention_view<Tensor>::value,
+                  "freepruner: the CUDA backend reads attention_view<const T, device_memory> (strided device maps)");
+    using T = std::remove_cv_t<typename Tensor::element_type>;
+    static_assert(cuda::is_device_element_v<T>,
+                  "freepruner: the CUDA backend reads float, __half and __nv_bfloat16 maps");
+    const auto& e = t.extents();
+    const auto& st = t.strides();
+    const batched_attention_view<const T, device_memory> one(t.data(), {1, e[0], e[1], e[2], e[3]},
+                                                             {0, st[0], st[1], st[2], st[3]});
+    std::vector<selection> many;
+    const status s = gpu::select_on_device<T>(one, b, o, false, many);
+    if (s) out = std::move(many.front());
+    return s;
+  }
+
+  template <class T>
+  static status select(const batched_attention_view<T, device_memory>& v, const budget& b, const options& o,
+                       std::vector<selection>& out) {
+    using E = std::remove_cv_t<T>;
+    static_assert(cuda::is_device_element_v<E>,
+                  "freepruner: the CUDA backend reads float, __half and __nv_bfloat16 maps");
+    return gpu::select_on_device<E>(batched_attention_view<const E, device_memory>(v), b, o, true, out);
+  }
+};
+
+}  // namespace detail
+}  // namespace freepruner
