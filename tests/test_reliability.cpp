@@ -15,7 +15,6 @@
 #include <algorithm>
 #include <array>
 #include <atomic>
-#include <chrono>
 #include <cstdint>
 #include <cstdlib>
 #include <cstring>
@@ -179,10 +178,6 @@ std::string hex(const std::vector<std::uint8_t>& bytes) {
   std::string s;
   for (std::uint8_t b : bytes) s += std::string("\\x") + digits[b >> 4] + digits[b & 15];
   return s;
-}
-
-double seconds_now() {
-  return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();
 }
 
 }  // namespace
@@ -656,55 +651,6 @@ TEST_CASE("N = 4096 with pivots_per_layer = 4096: every candidate a pivot, fixed
     std::sort(want.begin(), want.end());
     REQUIRE(half.indices == want);
     REQUIRE(half.pivotal == want);
-  }
-}
-
-TEST_CASE("time grows with the N^2 read, not faster", "[reliability][extreme][n4096][timing]") {
-  if (FREEPRUNER_TEST_SANITIZED) {
-    WARN("timing skipped under sanitizers");
-    return;
-  }
-#ifndef NDEBUG
-  WARN("timing skipped in a debug build");
-  return;
-#endif
-  // Worst cases: every candidate a pivot (the complementary step is O(P N)),
-  // column scores, all-equal maps (every tie). From N = 1024 to 4096 the
-  // read grows 16x; a cubic step would grow 64x. The bound leaves room for
-  // caches (the larger maps do not fit in them).
-  struct timing_case {
-    const char* name;
-    bool equal;
-    index_t k;
-    fp::direction dir;
-    fp::budget b;
-  };
-  const timing_case cases[] = {
-      {"adaptive pivots, random maps", false, 0, fp::direction::row, fp::budget::ratio(0.5)},
-      {"every candidate a pivot, row", false, -1, fp::direction::row, fp::budget::ratio(0.5)},
-      {"all-equal maps, every candidate a pivot", true, -1, fp::direction::row, fp::budget::ratio(0.5)},
-  };
-  auto time_once = [](const std::vector<float>& maps, index_t n, const timing_case& tc) {
-    fp::options o;
-    o.pivots_per_layer = tc.k < 0 ? n : tc.k;
-    o.complementary_from = tc.dir;
-    const fp::attention_view<const float> v(maps.data(), 1, 1, n);
-    const double t0 = seconds_now();
-    const auto s = fp::select(v, tc.b, o);
-    const double t = seconds_now() - t0;
-    REQUIRE(!s.indices.empty());
-    return t;
-  };
-  const auto small_random = dyadic_maps(1, 1, 1024, 1), large_random = dyadic_maps(1, 1, 4096, 1);
-  const std::vector<float> small_equal(1024 * 1024, 1.0f / 1024), large_equal(4096 * 4096, 1.0f / 4096);
-  for (const auto& tc : cases) {
-    double small = 1e9, large = 1e9;  // the best of 3, alternated so that noise hits both sizes alike
-    for (int r = 0; r < 3; ++r) {
-      small = std::min(small, time_once(tc.equal ? small_equal : small_random, 1024, tc));
-      large = std::min(large, time_once(tc.equal ? large_equal : large_random, 4096, tc));
-    }
-    INFO(tc.name << ": N = 1024 " << small * 1e3 << " ms, N = 4096 " << large * 1e3 << " ms, ratio " << large / small);
-    CHECK(large / small < 48.0);
   }
 }
 
