@@ -4,7 +4,10 @@
 # backend from plain C++ (backend/cuda/api.hpp), or from nvcc translation
 # units that define FREEPRUNER_CUDA_EXTERN_TEMPLATES. Needs the CUDA
 # language enabled and the freepruner::freepruner target.
-set(FREEPRUNER_CUDA_INSTANTIATE "${CMAKE_CURRENT_LIST_DIR}/../include/freepruner/backend/cuda/instantiate.cu")
+# An installed package sets FREEPRUNER_CUDA_INSTANTIATE to its own copy first.
+if(NOT DEFINED FREEPRUNER_CUDA_INSTANTIATE)
+  set(FREEPRUNER_CUDA_INSTANTIATE "${CMAKE_CURRENT_LIST_DIR}/../include/freepruner/backend/cuda/instantiate.cu")
+endif()
 
 function(freepruner_cuda_kernels name)
   find_package(CUDAToolkit REQUIRED)

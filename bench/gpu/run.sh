@@ -17,7 +17,8 @@
 #   .deps/eigen/usr/{include/eigen3,share/eigen3/cmake}   Eigen (needed)
 #   .deps/conformance/cases.txt ...                       the SPEC conformance vectors (optional)
 #   .deps/benchmark/usr/...                               Google Benchmark (optional)
-# Environment: BUILD (build-gpu), JOBS (nproc), CUDA_ARCH (90: H100, H200).
+# Environment: BUILD (build-gpu), JOBS (nproc), CUDA_ARCH (90: H100, H200); OUT, when set to a
+# folder, receives run.log and gpu_table.csv.
 set -uo pipefail
 cd "$(dirname "$0")/../.." || exit 1
 
@@ -31,6 +32,11 @@ for step in "${@:-build test sanitize bench torch}"; do
     if [ "$word" = sanitize ]; then steps+=(memcheck racecheck initcheck synccheck); else steps+=("$word"); fi
   done
 done
+
+# On the lent GPU machines, $OUT is a folder that comes back: keep the log and the tables there.
+if [ -n "${OUT:-}" ] && [ -d "${OUT:-}" ]; then
+  exec > >(tee -a "$OUT/run.log") 2>&1
+fi
 
 failures=()
 note() { printf '\n== %s\n' "$*"; }
@@ -100,6 +106,7 @@ for step in "${steps[@]}"; do
     bench)
       note "throughput table"
       "$BUILD/freepruner_gpu_table" --csv "$BUILD/gpu_table.csv" || failed "freepruner_gpu_table"
+      [ -n "${OUT:-}" ] && [ -f "$BUILD/gpu_table.csv" ] && cp "$BUILD/gpu_table.csv" "$OUT/"
       if [ -x "$BUILD/freepruner_gpu_bench" ]; then
         note "Google Benchmark"
         "$BUILD/freepruner_gpu_bench" --benchmark_counters_tabular=true || failed "freepruner_gpu_bench"

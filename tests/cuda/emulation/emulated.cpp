@@ -170,7 +170,7 @@ void random_config(int c) {
                  fptest::name_of(kind) + ", " + fptest::describe(B, L, H, N, b, o) + ")");
 }
 
-void big() {  // CLIP-336 shapes, every candidate a pivot, rows of several tiles
+void big() {  // CLIP-336 shapes, every candidate a pivot, rows of several tiles, vectors beyond shared memory
   fp::options cls;
   cls.prefix_tokens = 1;
   const auto clip = narrow<float>(fptest::softmax_maps(rng, 2, 16, 577));
@@ -187,6 +187,9 @@ void big() {  // CLIP-336 shapes, every candidate a pivot, rows of several tiles
   fp::options suffix;
   suffix.suffix_tokens = 1;
   compare<__half>(wide, 2, 2, 2, 2100, fp::budget::ratio(0.5), suffix, layout_kind::padded_rows, "fp16 rows of 3 tiles");
+  const auto huge = narrow<float>(fptest::softmax_maps(rng, 2, 1, gpu::cached_tokens + 100));
+  compare<float>(huge, 1, 2, 1, gpu::cached_tokens + 100, fp::budget::ratio(0.5), cls, layout_kind::contiguous,
+                 "more tokens than shared memory holds");
 }
 
 void non_finite() {  // a NaN read: count -1 for that item

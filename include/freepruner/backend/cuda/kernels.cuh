@@ -219,7 +219,8 @@ __global__ void __launch_bounds__(block_threads)
 }
 
 /// SPEC step 2 for one item, by the block that completed its degrees.
-__device__ inline void pick_pivots(const problem& p, const scratch& w, int item, block_storage& s) {
+/// `cache`: shared memory for cached_tokens doubles.
+__device__ inline void pick_pivots(const problem& p, const scratch& w, int item, block_storage& s, double* cache) {
   const int n = p.tokens, layers = p.pivot_layer_count, m = p.last - p.first;
   const double* r = w.degrees + static_cast<index_t>(item) * layers * n;
   std::uint8_t* is_pivot = w.is_pivot + static_cast<index_t>(item) * n;
@@ -248,9 +249,14 @@ __device__ inline void pick_pivots(const problem& p, const scratch& w, int item,
   __syncthreads();
   auto everyone = [](int) { return true; };
   auto mark = [&](int i) { is_pivot[i] = 1; };
+  const bool cached = n <= cached_tokens;
   for (int k = 0; k < layers; ++k) {
     const double* rk = r + static_cast<index_t>(k) * n;
-    auto degree = [&](int i) { return __ldcg(rk + i); };
+    if (cached) {
+      for (int j = tid; j < n; j += block_threads) cache[j] = __ldcg(rk + j);
+      __syncthreads();
+    }
+    auto degree = [&](int i) { return cached ? cache[i] : __ldcg(rk + i); };
     if (p.top_k > 0) {  // fixed: the top k, ties by the smaller index
       block_first_m(p.first, p.last, [&](int i) { return descending_key(degree(i)); }, everyone, p.top_k, mark, s);
     } else {  // adaptive: strict upper outliers over C
@@ -283,6 +289,7 @@ __global__ void __launch_bounds__(block_threads) reduce_degrees(const __grid_con
                                                                   const scratch w) {
   __shared__ double part[block_warps][32];
   __shared__ block_storage s;
+  __shared__ double cache[cached_tokens];
   __shared__ int last;
   const int n = p.tokens, layers = p.pivot_layer_count;
   const index_t z = blockIdx.x / static_cast<unsigned>(t.column_blocks);
@@ -307,12 +314,14 @@ __global__ void __launch_bounds__(block_threads) reduce_degrees(const __grid_con
   __syncthreads();
   if (last == 0) return;
   __threadfence();
-  pick_pivots(p, w, item, s);
+  pick_pivots(p, w, item, s, cache);
 }
 
 /// SPEC steps 4-5 for one item, by the block that completed its complements.
+/// `cache`: shared memory for cached_tokens doubles.
 __device__ inline void fit_budget(const problem& p, const tiling& t, const scratch& w, int item, token_t* kept,
-                                  index_t* counts, std::uint8_t* kept_pivotal, index_t capacity, block_storage& s) {
+                                  index_t* counts, std::uint8_t* kept_pivotal, index_t capacity, block_storage& s,
+                                  double* cache) {
   const int tid = static_cast<int>(threadIdx.x), n = p.tokens, groups = t.groups;
   if (__ldcg(w.status + item) != 0) {  // a NaN or infinity was read
     if (tid == 0) counts[item] = -1;
@@ -359,11 +368,13 @@ __device__ inline void fit_budget(const problem& p, const tiling& t, const scrat
     __syncthreads();
     int room = m - min(pivot_count, m);
     if (room > 0) {
-      // w(j) = sum over the groups' shares, in group order, kept in group 0's row.
-      double* affinity = w.affinity + static_cast<index_t>(item) * groups * n;
+      // w(j) = the groups' shares summed in group order, in shared memory
+      // (or, for a large image, over group 0's share).
+      const double* shares = w.affinity + static_cast<index_t>(item) * groups * n;
+      double* affinity = n <= cached_tokens ? cache : w.affinity + static_cast<index_t>(item) * groups * n;
       for (int j = p.first + tid; j < p.last; j += block_threads) {
         double sum = 0.0;
-        for (int g = 0; g < groups; ++g) sum += __ldcg(affinity + static_cast<index_t>(g) * n + j);
+        for (int g = 0; g < groups; ++g) sum += __ldcg(shares + static_cast<index_t>(g) * n + j);
         affinity[j] = sum;
       }
       __syncthreads();
@@ -406,12 +417,13 @@ __global__ void __launch_bounds__(block_threads)
                 std::uint8_t* kept_pivotal, index_t capacity) {
   using raw = typename element<T>::raw;
   __shared__ block_storage s;
+  __shared__ double cache[cached_tokens];
   __shared__ int last;
   const int tid = static_cast<int>(threadIdx.x), n = p.tokens, groups = t.groups;
   const int item = static_cast<int>(blockIdx.x / static_cast<unsigned>(groups));
   const int group = static_cast<int>(blockIdx.x % static_cast<unsigned>(groups));
   const index_t slot = static_cast<index_t>(item) * groups + group;
-  double* v = w.scores + slot * n;
+  double* v = n <= cached_tokens ? cache : w.scores + slot * n;  // v_p, read by every pass of the fence
   double* share = w.affinity + slot * n;
   std::uint8_t* is_outlier = w.is_outlier + static_cast<index_t>(item) * n;
   const raw* layer =
@@ -457,7 +469,7 @@ __global__ void __launch_bounds__(block_threads)
   __syncthreads();
   if (last == 0) return;
   __threadfence();
-  fit_budget(p, t, w, item, kept, counts, kept_pivotal, capacity, s);
+  fit_budget(p, t, w, item, kept, counts, kept_pivotal, capacity, s, cache);
 }
 
 /// diagnose: the first non-finite element (in head, query, key order) among

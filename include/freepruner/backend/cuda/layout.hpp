@@ -68,6 +68,10 @@ struct scratch {
 /// Bytes of one row tile (1024 fp16/bf16 or 512 fp32 columns) and rows staged at once.
 inline constexpr int tile_bytes = 2048;
 inline constexpr int stage_rows = 16;
+/// An image's vectors (a layer's degrees, a pivot's scores, the affinity)
+/// sit in shared memory up to this many tokens (32 KB of doubles): the
+/// selection passes read them many times. Larger images read the workspace.
+inline constexpr int cached_tokens = 4096;
 
 /// Everything a call derives from the shape, budget and options alone: the
 /// validated plan, the work cut, and where each array sits in the workspace.
