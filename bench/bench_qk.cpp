@@ -29,6 +29,8 @@
 
 #include <Eigen/Core>
 #include <freepruner/freepruner.hpp>
+
+#include "timing.hpp"
 #include <freepruner/qk.hpp>
 
 #if defined(__GLIBC__)
@@ -41,7 +43,8 @@
 namespace {
 
 using freepruner::index_t;
-using clock_type = std::chrono::steady_clock;
+using fp_bench::clock_type;
+using fp_bench::min_seconds;
 
 // Peak bytes allocated while `counting` is set (single-threaded use).
 std::atomic<bool> counting{false};
@@ -100,17 +103,6 @@ long long peak_allocated(F&& f) {
   f();
   counting = false;
   return FP_BENCH_COUNT_MALLOC ? peak_bytes : -1;
-}
-
-template <class F>
-double min_seconds(F&& f, int reps) {
-  double best = 1e30;
-  for (int r = 0; r < reps; ++r) {
-    const auto t0 = clock_type::now();
-    f();
-    best = std::min(best, std::chrono::duration<double>(clock_type::now() - t0).count());
-  }
-  return best;
 }
 
 struct shape {

@@ -22,6 +22,8 @@
 
 #include <freepruner/freepruner.hpp>
 
+#include "timing.hpp"
+
 #if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
 #include <immintrin.h>
 #define FP_BENCH_X86 1
@@ -32,7 +34,8 @@
 namespace {
 
 using freepruner::index_t;
-using clock_type = std::chrono::steady_clock;
+using fp_bench::clock_type;
+using fp_bench::min_seconds;
 
 struct shape {
   index_t batch, layers, heads, tokens, prefix;
@@ -99,17 +102,6 @@ std::uint64_t read_bytes(const void* data, std::size_t n) {
     }
   for (; k < n; ++k) acc[0] += p[k];
   return acc[0] + acc[1] + acc[2] + acc[3];
-}
-
-template <class F>
-double min_seconds(F&& f, int reps) {
-  double best = 1e30;
-  for (int r = 0; r < reps; ++r) {
-    const auto t0 = clock_type::now();
-    f();
-    best = std::min(best, std::chrono::duration<double>(clock_type::now() - t0).count());
-  }
-  return best;
 }
 
 freepruner::budget budget_of(int kind, const shape& s) {
