@@ -180,15 +180,11 @@ class attention_source {
     }
     // Row scores: one pivot at a time (N doubles, not a chunk). Each v_p is
     // its own sum, so the values are select's.
-    using tr = attention_traits<Tensor>;
-    const index_t ks = tr::key_stride(*stack_.tensor);
     part.resize(1);
     for (std::size_t k = 0; k < np; ++k) {
-      if (k + 1 < np && ks == 1)  // as select does: the next pivot's rows while this one is summed
-        for (index_t h = 0; h < plan_.heads; ++h)
-          cpu::prefetch(tr::row(*stack_.tensor, 0, h, pivots[k + 1]), plan_.tokens);
       part[0] = pivots[k];
-      status s = cpu::complementary_scores(stack_, layer_, part, plan_, dir_, buffer);
+      // As select's pass: the next pivot's first rows requested while this one's are summed.
+      status s = cpu::complementary_scores(stack_, layer_, part, plan_, dir_, buffer, k + 1 < np ? pivots[k + 1] : -1);
       if (s) s = sink(pivots[k], buffer.data());
       if (!s) return as_select_reports(pivots, k, s, buffer);
     }

@@ -192,9 +192,9 @@ class complement_builder {
   /// `v[j]` = v_pivot[j]; only j in C is read.
   void add(const S* v, token_t pivot) {
     for (index_t j = plan_.first; j < plan_.last; ++j) affinity_[static_cast<std::size_t>(j)] += v[j];
-    scratch_.clear();
-    for (index_t j = plan_.first; j < plan_.last; ++j)
-      if (j != pivot) scratch_.push_back(v[j]);
+    // v over C without the pivot's own entry (a pivot lies in C).
+    scratch_.assign(v + plan_.first, v + pivot);
+    scratch_.insert(scratch_.end(), v + pivot + 1, v + plan_.last);
     if (scratch_.empty()) return;  // M = 1: no entries, no outliers
     const S fence = upper_fence(scratch_.data(), scratch_.size(), fence_factor_);
     for (index_t j = plan_.first; j < plan_.last; ++j)

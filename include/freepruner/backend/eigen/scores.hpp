@@ -100,27 +100,43 @@ status contribution_degree(const Tensor& t, index_t l, double* r, std::vector<do
 
 /// SPEC step 3 scores from layer `c`: out[k * N + j] = v_{P[k]}[j], the head
 /// mean of row P[k] (all j) or of column P[k] (j in the candidates).
-/// Column scores take one pass over the candidate rows of layer c.
+/// Column scores take one pass over the candidate rows of layer c. `then`,
+/// when >= 0, is the pivot whose rows the caller reads next (prefetched).
 template <class Tensor>
 status complementary_scores(const Tensor& t, index_t c, const std::vector<token_t>& pivots, const plan& p, direction dir,
-                            std::vector<double>& out) {
+                            std::vector<double>& out, token_t then = -1) {
   using tr = attention_traits<Tensor>;
   const index_t heads = p.heads, n = p.tokens, ks = tr::key_stride(t);
   const std::size_t np = pivots.size();
   out.assign(np * static_cast<std::size_t>(n), 0.0);
   Eigen::Map<Eigen::ArrayXXd> v(out.data(), n, static_cast<index_t>(np));  // column k = v_{P[k]}
   if (dir == direction::row) {
+    // Blocks of row_block heads of one pivot, in (pivot, head) order. The
+    // rows are short streams the hardware does not prefetch in time: each
+    // block's are requested while the block before it is summed. (A whole
+    // pivot's rows at once is too many lines in flight: 2x slower at N = 4096.)
+    const auto blocks = static_cast<std::size_t>((heads + row_block - 1) / row_block), total = np * blocks;
     const typename tr::value_type* rows[row_block];
-    for (std::size_t k = 0; k < np; ++k) {
-      // Each pivot row is a short stream the hardware does not prefetch in
-      // time: ask for the next pivot's rows while this one is summed.
-      if (k + 1 < np && ks == 1)
-        for (index_t h = 0; h < heads; ++h) prefetch(tr::row(t, c, h, pivots[k + 1]), n);
-      for (index_t h = 0; h < heads; h += row_block) {
-        const int count = static_cast<int>(std::min<index_t>(row_block, heads - h));
-        for (int b = 0; b < count; ++b) rows[b] = tr::row(t, c, h + b, pivots[k]);
-        add_rows(rows, count, n, ks, &out[k * static_cast<std::size_t>(n)]);
+    auto block = [&](std::size_t b, token_t pivot) {
+      const index_t h = static_cast<index_t>(b % blocks) * row_block;
+      const int count = static_cast<int>(std::min<index_t>(row_block, heads - h));
+      for (int q = 0; q < count; ++q) rows[q] = tr::row(t, c, h + q, pivot);
+      return count;
+    };
+    auto request = [&](std::size_t b) {
+      if (ks != 1) return;
+      if (b < total) {
+        for (int q = 0, count = block(b, pivots[b / blocks]); q < count; ++q) prefetch(rows[q], n);
+      } else if (b == total && then >= 0) {
+        for (int q = 0, count = block(0, then); q < count; ++q) prefetch(rows[q], n);
       }
+    };
+    request(0);
+    for (std::size_t b = 0; b < total; ++b) {
+      request(b + 1);
+      const std::size_t k = b / blocks;
+      const int count = block(b, pivots[k]);
+      add_rows(rows, count, n, ks, &out[k * static_cast<std::size_t>(n)]);
     }
   } else {
     // One pass over the candidate rows of layer c, gathering the pivot columns.
