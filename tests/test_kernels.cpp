@@ -39,28 +39,37 @@ std::vector<double> pattern(int kind, std::size_t n) {
 }  // namespace
 
 TEST_CASE("select_kth finds every order statistic, ties and adversarial orders included", "[kernels]") {
+  simd_cap_guard guard;
+  const cpu::fast_partition fast;
   for (int kind = 0; kind < 7; ++kind)
-    for (std::size_t n : {1u, 2u, 3u, 7u, 8u, 9u, 16u, 17u, 100u, 577u, 2000u}) {
-      const auto original = pattern(kind, n);
-      auto sorted = original;
-      std::sort(sorted.begin(), sorted.end());
-      for (std::size_t k : {std::size_t{0}, n / 4, n / 2, 3 * n / 4, n - 1}) {
-        auto x = original;
-        freepruner::detail::select_kth(x.data(), n, k);
-        INFO("pattern " << kind << " n " << n << " k " << k);
-        REQUIRE(x[k] == sorted[k]);
-        REQUIRE(std::all_of(x.begin(), x.begin() + static_cast<std::ptrdiff_t>(k), [&](double v) { return v <= x[k]; }));
-        REQUIRE(std::all_of(x.begin() + static_cast<std::ptrdiff_t>(k), x.end(), [&](double v) { return v >= x[k]; }));
-        auto permuted = x;
-        std::sort(permuted.begin(), permuted.end());
-        REQUIRE(permuted == sorted);  // a permutation of the input
+    for (std::size_t n : {1u, 2u, 3u, 7u, 8u, 9u, 16u, 17u, 18u, 19u, 100u, 577u, 2000u})
+      for (int way = 0; way <= 1 + static_cast<int>(cpu::detected_simd()); ++way) {
+        // way 0: the scalar partition; 1 + level: the backend's at that SIMD level
+        const auto original = pattern(kind, n);
+        auto sorted = original;
+        std::sort(sorted.begin(), sorted.end());
+        for (std::size_t k : {std::size_t{0}, n / 4, n / 2, 3 * n / 4, n - 1}) {
+          auto x = original;
+          if (way == 0) {
+            freepruner::detail::select_kth(x.data(), n, k);
+          } else {
+            cpu::simd_cap().store(way - 1);
+            freepruner::detail::select_kth(x.data(), n, k, fast);
+          }
+          INFO("pattern " << kind << " n " << n << " k " << k << " partition " << way);
+          REQUIRE(x[k] == sorted[k]);
+          REQUIRE(std::all_of(x.begin(), x.begin() + static_cast<std::ptrdiff_t>(k), [&](double v) { return v <= x[k]; }));
+          REQUIRE(std::all_of(x.begin() + static_cast<std::ptrdiff_t>(k), x.end(), [&](double v) { return v >= x[k]; }));
+          auto permuted = x;
+          std::sort(permuted.begin(), permuted.end());
+          REQUIRE(permuted == sorted);  // a permutation of the input
+        }
       }
-    }
 }
 
 TEST_CASE("upper_fence equals numpy's linear quartiles on sorted copies", "[kernels]") {
   for (int t = 0; t < 300; ++t) {
-    const std::size_t n = static_cast<std::size_t>(fptest::uniform_int(1, 300));
+    const std::size_t n = static_cast<std::size_t>(fptest::uniform_int(1, t % 3 ? 300 : 3000));
     const auto x = pattern(fptest::uniform_int(0, 6), n);
     auto sorted = x;
     std::sort(sorted.begin(), sorted.end());
@@ -74,9 +83,12 @@ TEST_CASE("upper_fence equals numpy's linear quartiles on sorted copies", "[kern
     const double f = fptest::uniform(0, 3);
     auto work = x;
     const double got = freepruner::detail::upper_fence(work.data(), n, f);
+    work = x;
+    const double fast = freepruner::detail::upper_fence(work.data(), n, f, cpu::fast_partition{});
     const double want = q(0.75) + f * (q(0.75) - q(0.25));
     INFO("n " << n);
     REQUIRE(got == want);
+    REQUIRE(fast == want);
   }
 }
 

@@ -185,7 +185,7 @@ status select_qk(const std::vector<qk_layer<T, Space>>& layers, const plan& p, i
   const auto pivots = pivotal_from_degrees(degrees.data(), pivot_layers, p, o.pivots_per_layer, o.fence_factor);
   // SPEC step 3.
   const auto c = static_cast<std::size_t>(p.complementary_layer);
-  complement_builder<double> builder(pivots, p, o.fence_factor);
+  complement_builder<double, cpu::fast_partition> builder(pivots, p, o.fence_factor);
   std::vector<double> buffer;
   auto add = [&](token_t pivot, const double* v) -> status {
     if (auto s = check_spread(v, p.first, p.last, "the complementary scores v_p"); !s) return s;

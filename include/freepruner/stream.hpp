@@ -585,7 +585,7 @@ class pruner {
   template <class Source>
   status complement(const Source& src, const std::vector<token_t>& pivots, std::vector<token_t>& out,
                     std::vector<double>& affinity) {
-    detail::complement_builder<double> builder(pivots, plan_, options_.fence_factor);
+    detail::complement_builder<double, detail::cpu::fast_partition> builder(pivots, plan_, options_.fence_factor);
     auto sink = [this, &builder](token_t p, const double* v) -> status {
       if (auto s = detail::check_spread(v, plan_.first, plan_.last, "the complementary scores v_p"); !s) return s;
       builder.add(v, p);

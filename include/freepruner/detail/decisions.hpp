@@ -46,13 +46,31 @@ FREEPRUNER_HOST_DEVICE constexpr S fence_value(S q1, S q3, double f) noexcept {
   return q3 + static_cast<S>(f) * (q3 - q1);
 }
 
+/// Moves the values of x[lo..hi) below `pivot` to the front, keeping the
+/// others after them; returns where they start. A branchless Lomuto: on
+/// score vectors 3x faster than std::nth_element, whose branches mispredict.
+/// A backend may pass its own (vectorized) partition to select_kth.
+struct scalar_partition {
+  template <class S>
+  std::size_t operator()(S* x, std::size_t lo, std::size_t hi, S pivot) const {
+    std::size_t lt = lo;
+    for (std::size_t i = lo; i < hi; ++i) {
+      const S v = x[i];
+      const bool less = v < pivot;
+      x[i] = x[lt];
+      x[lt] = v;
+      lt += less;
+    }
+    return lt;
+  }
+};
+
 /// Puts the k-th smallest of x[0..n) at x[k], smaller-or-equal values before
-/// it and larger-or-equal after. A branchless quickselect: on score vectors
-/// it runs 3x faster than std::nth_element, whose branches mispredict. Ties
-/// always make progress; after 2 log2(n) rounds std::nth_element finishes,
-/// so crafted inputs cannot make it quadratic.
-template <class S>
-void select_kth(S* x, std::size_t n, std::size_t k) {
+/// it and larger-or-equal after: a quickselect on median-of-three pivots.
+/// Ties always make progress; after 2 log2(n) rounds std::nth_element
+/// finishes, so crafted inputs cannot make it quadratic.
+template <class S, class Partition = scalar_partition>
+void select_kth(S* x, std::size_t n, std::size_t k, const Partition& partition = {}) {
   std::size_t lo = 0, hi = n, rounds = 0;
   for (std::size_t m = n; m > 1; m >>= 1) rounds += 2;
   while (hi - lo > 8) {
@@ -66,14 +84,7 @@ void select_kth(S* x, std::size_t n, std::size_t k) {
     if (b > c) std::swap(b, c);
     if (a > b) std::swap(a, b);
     const S pivot = b;  // median of three
-    std::size_t lt = lo;
-    for (std::size_t i = lo; i < hi; ++i) {  // branchless Lomuto: x < pivot to the front
-      const S v = x[i];
-      const bool less = v < pivot;
-      x[i] = x[lt];
-      x[lt] = v;
-      lt += less;
-    }
+    const std::size_t lt = partition(x, lo, hi, pivot);
     if (k < lt) {
       hi = lt;
     } else if (lt > lo) {
@@ -101,8 +112,8 @@ void select_kth(S* x, std::size_t n, std::size_t k) {
 
 /// SPEC "Outliers": fence = Q3 + f (Q3 - Q1) of x[0..n), n >= 1, with
 /// numpy's linear quantiles. Reorders x (selection, not a full sort).
-template <class S>
-S upper_fence(S* x, std::size_t n, double f) {
+template <class S, class Partition = scalar_partition>
+S upper_fence(S* x, std::size_t n, double f, const Partition& partition = {}) {
   std::size_t k1 = 0, k3 = 0;
   double w1 = 0, w3 = 0;
   quantile_position(n, 0.25, k1, w1);
@@ -110,10 +121,10 @@ S upper_fence(S* x, std::size_t n, double f) {
   const S g1 = static_cast<S>(w1);
   const S g3 = static_cast<S>(w3);
   // Order statistic k3 and its successor; then k1 and its successor, within [0, k3].
-  select_kth(x, n, k3);
+  select_kth(x, n, k3, partition);
   const S a3 = x[k3];
   const S b3 = k3 + 1 < n ? *std::min_element(x + k3 + 1, x + n) : a3;
-  if (k1 < k3) select_kth(x, k3, k1);
+  if (k1 < k3) select_kth(x, k3, k1, partition);
   const S a1 = x[k1];
   // Successor of k1: the smallest of (k1, k3), else x[k3], else (k1 == k3) b3.
   const S b1 = k1 + 1 < k3 ? *std::min_element(x + k1 + 1, x + k3) : (k1 + 1 == k3 ? a3 : b3);
@@ -178,7 +189,7 @@ std::vector<token_t> pivotal_from_degrees(const S* degrees, std::size_t layers, 
 /// ascending pivot order) so a backend can compute them in chunks:
 /// O_p = strict upper outliers of v_p over j in C \ {p}; Q = (∪ O_p) \ P;
 /// affinity w(j) = Σ_p v_p[j] for j in C \ P (zero elsewhere).
-template <class S>
+template <class S, class Partition = scalar_partition>
 class complement_builder {
  public:
   complement_builder(const std::vector<token_t>& pivots, const plan& p, double fence_factor)
@@ -196,7 +207,7 @@ class complement_builder {
     scratch_.assign(v + plan_.first, v + pivot);
     scratch_.insert(scratch_.end(), v + pivot + 1, v + plan_.last);
     if (scratch_.empty()) return;  // M = 1: no entries, no outliers
-    const S fence = upper_fence(scratch_.data(), scratch_.size(), fence_factor_);
+    const S fence = upper_fence(scratch_.data(), scratch_.size(), fence_factor_, partition_);
     for (index_t j = plan_.first; j < plan_.last; ++j)
       outlier_[static_cast<std::size_t>(j)] |= static_cast<unsigned char>(j != pivot && v[j] > fence);
   }
@@ -220,6 +231,7 @@ class complement_builder {
   double fence_factor_;
   std::vector<unsigned char> is_pivot_, outlier_;
   std::vector<S> affinity_, scratch_;
+  Partition partition_;
 };
 
 /// SPEC steps 4-5: the kept set for budget `m` (-1: adaptive), ascending,

@@ -203,6 +203,56 @@ template <class E>
   add_rows_scalar(rows, count, j, n, 1, acc);
 }
 
+// The quickselect's partition (detail::select_kth) for double: per four
+// values one compare, and one permutation that puts those below the pivot
+// first; the vector is stored twice, at the front cursor and ending at the
+// back cursor, into a scratch buffer that is then copied back.
+struct lanes_table {
+  alignas(32) std::int32_t index[16][8];
+};
+constexpr lanes_table make_lanes_table() {
+  lanes_table t{};
+  for (int m = 0; m < 16; ++m) {
+    int o = 0;
+    for (int pass = 0; pass < 2; ++pass)  // the lanes set in m (below), then the others
+      for (int i = 0; i < 4; ++i)
+        if (((m >> i) & 1) == (pass == 0 ? 1 : 0)) {
+          t.index[m][o++] = 2 * i;
+          t.index[m][o++] = 2 * i + 1;
+        }
+  }
+  return t;
+}
+inline constexpr lanes_table below_first = make_lanes_table();
+
+/// x[lo..hi) split at `pivot`; returns the start of the values >= pivot.
+/// `tmp` holds hi - lo values.
+[[gnu::target("avx2")]] inline std::size_t partition_avx2(double* x, std::size_t lo, std::size_t hi, double pivot,
+                                                          double* tmp) noexcept {
+  const __m256d p = _mm256_set1_pd(pivot);
+  std::size_t front = 0, back = hi - lo, i = lo;
+  for (; i + 8 <= hi; i += 4) {  // with 8 or more left, the two stores never overlap
+    const __m256d v = _mm256_loadu_pd(x + i);
+    const int below = _mm256_movemask_pd(_mm256_cmp_pd(v, p, _CMP_LT_OQ));
+    const __m256i order = _mm256_load_si256(reinterpret_cast<const __m256i*>(below_first.index[below]));
+    const __m256d split = _mm256_castps_pd(_mm256_permutevar8x32_ps(_mm256_castpd_ps(v), order));
+    const auto count = static_cast<std::size_t>(__builtin_popcount(static_cast<unsigned>(below)));
+    _mm256_storeu_pd(tmp + front, split);
+    _mm256_storeu_pd(tmp + back - 4, split);
+    front += count;
+    back -= 4 - count;
+  }
+  for (; i < hi; ++i) {
+    const double v = x[i];
+    if (v < pivot)
+      tmp[front++] = v;
+    else
+      tmp[--back] = v;
+  }
+  std::memcpy(x + lo, tmp, (hi - lo) * sizeof(double));
+  return lo + front;
+}
+
 #endif  // FREEPRUNER_X86_SIMD
 
 /// Hints that `count` elements from `p` will be read soon.
