@@ -35,22 +35,27 @@ ViTs have), so the adaptive pivots and complements are of realistic size.
 **Why it is near the floor.** Step 1 reads each pivot layer once. The kernel
 works in four segments of rows, read side by side: rows far apart in
 memory, because neighbouring rows read in step stall the hardware
-prefetcher (3x slower). Each row is prefetched 512 bytes ahead. The
-accumulation is in double, with SSE2, or AVX2+F16C when the CPU has them,
-and every path adds in the same order, so they agree to the bit. The
-diagonal is read after its row is in cache. The NaN/infinity check is made on
-the sums.
+prefetcher (3x slower), and segments of odd length, because at N = 4096 a
+power-of-two distance put the four streams in the same DRAM banks and cache
+sets (3.3x slower). Each row gets one prefetch per 64-byte line, 512 bytes
+ahead. The accumulation is in double, with SSE2, or AVX2+F16C when the CPU
+has them; the AVX2 path converts straight from memory, 16 floats per row
+and step. Every path adds in the same order, so they agree to the bit. The
+diagonal is read after its row is in cache. The NaN/infinity check is made
+on the sums.
+
+When the maps sit in L3 (one CLIP layer, 21 MB, read again and again by
+the benchmark), the pass is bound by the float-to-double conversions, not
+by the read: about 1.2-1.3x the read of cached bytes. From DRAM it runs at
+the read's speed.
 
 After the pass, what remains is:
-- reading the rows of the pivots in the complementary layer, each prefetched
-  one pivot ahead;
-- one quartile fence per pivot, with a branchless quickselect (3x faster than
-  `std::nth_element` on these vectors);
+- reading the rows of the pivots in the complementary layer (about 10 % of
+  its rows with these maps), in blocks of four heads, each block's rows
+  prefetched while the block before is summed;
+- one quartile fence per pivot: a quickselect whose partition is
+  vectorized with AVX2 (1.5-1.8x faster than the branchless scalar one);
 - the budget order.
-
-This costs a fixed ~0.2-0.4 ms at N = 577 (60 pivots). It is 2-5 % of a
-23-layer select, but 10-20 % of a 2-layer one, and up to 35 % when one layer
-sits in the L3 cache.
 
 fp16 maps are converted to double on the fly (F16C). This is bound by
 computation, not memory: about 12 GB/s of fp16 on this machine.
@@ -61,16 +66,11 @@ FOOTER = """
 ![time against N](performance_scaling.png)
 
 The selection share is the part of `select` that is not the contribution
-pass. That is the complement rows re-read and the per-pivot fences, and it
-grows with the number of pivots.
-
-**Known limit (N >= 2048).** The double accumulator of one row is 8N bytes:
-32 KB at N = 4096, all of L1. Rows of a power-of-two length also start at
-addresses that collide in the same cache sets. As a result, the pass falls
-from read speed to 1.4x the read at N = 2048 and 4.1x at N = 4096.
-Measured: a half-row stagger between the four streams alone brings N = 4096
-from 6 to 19 GB/s. The fix is to tile the columns, with accumulator tiles of
-at most 16 KB and staggered streams. It is not done yet.
+pass: the pivot rows read again and the per-pivot fences. It grows with the
+number of pivots (about 9 % of the tokens with these maps), and at large N
+the rows read again are a tenth of a layer: they come from DRAM, in short
+rows the hardware prefetcher does not follow, at about half the speed of
+the pass.
 
 The PyTorch comparison (`python3 bench/torch_compare.py
 build/bench/libfreepruner_capi.so`) runs a straightforward vectorized PyTorch
