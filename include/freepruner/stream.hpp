@@ -3,10 +3,14 @@
 /// `pruner`: selection fed layer by layer while the vision encoder runs.
 ///
 /// An engine that captures L layers calls `observe(maps)` after each captured
-/// layer's softmax (or `skip()` for a layer that `wants()` says is not read),
-/// then `select(budget)`. The answer is exactly `freepruner::select` on the
-/// L layers stacked, for every option and budget: the same summation code
-/// runs on each layer (SPEC steps 0-3), and the same decisions follow.
+/// layer's softmax, or `observe(qk_layer)` with the layer's queries and keys
+/// when it runs flash attention (or `skip()` for a layer that `wants()` says
+/// is not read), then `select(budget)`. The answer is exactly
+/// `freepruner::select` on the L layers stacked (maps), or on the vector of
+/// the L `qk_layer`s (Q/K), for every option and budget: the same summation
+/// code runs on each layer (SPEC steps 0-3), and the same decisions follow.
+/// Map layers and Q/K layers may be mixed in one image (each layer's values
+/// are those its own path computes).
 ///
 /// ## State (bytes)
 ///
@@ -14,11 +18,12 @@
 /// layers, and |P|, |Q| the pivotal and complementary tokens of the image:
 ///
 ///       8 P N          contribution degrees r_l of the pivot layers (steps 0-1)
-///     + 8 N            diagonal scratch of one layer's degree pass
+///     + 8 N            diagonal scratch of a map layer's degree pass (none
+///                      when every layer is Q/K)
 ///     + 8 N            affinity w (step 3; the fill order of step 5)
 ///     + 4 (|P| + |Q|)  the pivotal and complementary tokens
 ///     + 8 (L + 2 P)    layer tables (8 (L + P) when options.pivot_layers is empty)
-///   and, for step 3, either
+///   and, for step 3 from a map layer, either
 ///     + 8 N            one pivot's row scores, or 8 K N for column scores,
 ///                      K = min(|P|, max(1, 2^21 / N)) (one pass over the layer
 ///                      per K pivots, as `select` makes), when the complementary
@@ -26,33 +31,49 @@
 ///                      rows (columns) are read as it is observed;
 ///     + 8 M N          when it comes before the last pivot layer: the score
 ///                      vector of every candidate (the head mean of its rows,
-///                      or columns, of candidates), kept until the pivots are known.
+///                      or columns, of candidates), kept until the pivots are known;
+///   or from a Q/K layer (its K N scores live only during the pass, as in
+///   Q/K `select`)
+///     + 0              when it comes at or after the last pivot layer;
+///     + 2 H N d e      when it comes before: copies of its Q and K (H heads,
+///                      dim d, e bytes an element), scored once the pivots
+///                      are known by the call Q/K `select` makes (qk_source).
 ///
 /// No copy of a layer's maps is kept. CLIP-336 (N = 577, M = 576, defaults:
 /// every layer a pivot layer, row scores from the last): 8 (L + 3) N + 16 L
 /// bytes plus the tokens, 23,756 bytes for L = 2 and 121,028 for L = 23
 /// (6 pivotal, 155 complementary tokens); a complementary layer before the
-/// last pivot layer makes it 2,677,956 bytes for L = 2. `state_bytes()`
-/// reports the capacity of every buffer held (not `sizeof(pruner)`).
-/// Buffers keep their capacity across `reset()`: a pruner serving a stream
-/// of same-shaped images reallocates its state only when an image needs more
-/// tokens than any before. (The decision steps allocate O(N) scratch during
-/// an `observe`, as `select` does, and free it.)
+/// last pivot layer makes it 2,677,956 bytes for L = 2. From Q/K (16 heads,
+/// d = 64) the same defaults hold 8 (L + 1) N + 16 L bytes plus the tokens,
+/// 14,524 bytes for L = 2 with those tokens; a complementary layer before
+/// the last pivot layer adds 4,726,784 bytes in float (2,363,392 in half).
+/// `state_bytes()` reports the capacity of every buffer held (not
+/// `sizeof(pruner)`). Buffers keep their capacity across `reset()`: a pruner
+/// serving a stream of same-shaped images reallocates its state only when an
+/// image needs more tokens than any before. (The decision steps allocate
+/// O(N) scratch during an `observe`, as `select` does, and free it; a Q/K
+/// pass also allocates what Q/K `select`'s pass does: its GEMM tile of about
+/// 256 KiB, N d widened keys where they are not read in place, and for step
+/// 3 the K N scores, twice that for columns.)
 ///
 /// ## Errors
 ///
 /// `observe`, `skip` and `select` throw `freepruner::error`; `try_observe`,
 /// `try_skip` and `try_select` return the `status` instead. Calls out of
 /// order (an observe after L layers, a select before them, a skip of a
-/// layer `wants()` reads) are `errc::invalid_layer`; a layer whose extents
-/// are not [1][H][N][N], with the pruner's N and the image's first H, is
-/// `errc::invalid_shape`. After any failed call the pruner is unchanged:
+/// layer `wants()` reads) are `errc::invalid_layer`; a map layer whose
+/// extents are not [1][H][N][N], with the pruner's N and the image's first
+/// H, is `errc::invalid_shape`. A Q/K layer gets Q/K `select`'s checks and
+/// messages (qk.hpp's check_qk_layer, the layer named "layers[l]"), and N
+/// must be the pruner's; its heads, as in Q/K `select`, may differ from the
+/// other layers'. After any failed call the pruner is unchanged:
 /// `observed()` still names the same layer, which may be passed again, or
 /// `reset()` starts over. A NaN or an infinity is reported, with `select`'s
 /// message, by the `observe` that reads it; the pivot rows (or columns) of
 /// a complementary layer observed before the last pivot layer are read, and
-/// checked, when that last pivot layer is observed. As in `select`, values
-/// of layers that neither pick pivots nor give complements are not read.
+/// checked, when that last pivot layer is observed (from Q/K: its keys, and
+/// the queries `select` reads). As in `select`, values of layers that neither
+/// pick pivots nor give complements are not read.
 ///
 /// ## Threads
 ///
@@ -61,16 +82,21 @@
 
 #include <algorithm>
 #include <cstddef>
+#include <string>
+#include <type_traits>
 #include <utility>
+#include <variant>
 #include <vector>
 
 #include <Eigen/Core>
 
+#include "backend/eigen/qk.hpp"
 #include "backend/eigen/scores.hpp"
 #include "detail/decisions.hpp"
 #include "detail/validate.hpp"
 #include "error.hpp"
 #include "options.hpp"
+#include "qk.hpp"
 #include "select.hpp"
 #include "traits.hpp"
 
@@ -104,6 +130,37 @@ struct line_fault {
 inline std::size_t select_chunk(index_t tokens) {
   return std::max<std::size_t>(1, (std::size_t{1} << 21) / static_cast<std::size_t>(tokens));
 }
+
+/// A Q/K complementary layer kept until the pivots are known: heads-major
+/// copies of its Q and K in their own element type E.
+template <class E>
+struct kept_qk {
+  using element = E;
+  std::vector<E> q, k;
+  index_t heads = 0, tokens = 0, dim = 0;
+  double scale = 1;
+
+  qk_layer<const E> layer() const {
+    return {qk_tensor<const E>::heads_major(q.data(), heads, tokens, dim),
+            qk_tensor<const E>::heads_major(k.data(), heads, tokens, dim), scale};
+  }
+  std::size_t bytes() const noexcept { return (q.capacity() + k.capacity()) * sizeof(E); }
+};
+
+/// What SPEC step 3 needs of a complementary layer observed before the last
+/// pivot layer: a map layer's score matrix and its faults, or a Q/K layer's
+/// Q and K (`from_qk`). Written by the source's `keep`.
+struct kept_layer {
+  bool from_qk = false;
+  std::vector<double> matrix;  // M x N (map layers)
+  std::vector<line_fault> faults;
+  std::variant<kept_qk<float>, kept_qk<double>, kept_qk<Eigen::half>, kept_qk<Eigen::bfloat16>> qk;
+
+  std::size_t bytes() const noexcept {
+    return matrix.capacity() * sizeof(double) + faults.capacity() * sizeof(line_fault) +
+           std::visit([](const auto& x) { return x.bytes(); }, qk);
+  }
+};
 
 }  // namespace stream
 }  // namespace detail
@@ -142,17 +199,19 @@ inline status fault_status(const line_fault& f, index_t layer, direction dir) {
 
 /// The layer source for attention maps: the three things the pruner needs
 /// from a layer, computed by the CPU backend's own passes. Any other input
-/// (Q/K) is a class with the same three members:
+/// (Q/K: qk_source) is a class with the same three members:
 ///
 ///  - `degrees(r, scratch)`: SPEC steps 0-1, r[0..N) of the layer;
 ///  - `scores(pivots, buffer, sink)`: SPEC step 3, v_p of each pivot p
 ///    (ascending), handed over as `status sink(token_t p, const double* v)`
 ///    with v indexed by token (only candidates are read); stops at the first
 ///    error, which is the one `select` reports for these pivots;
-///  - `score_matrix(out, faults)`: v_p for every candidate p, at
-///    out[(p - first) * N + j] (M x N), before the pivots are known; a
-///    non-finite v_p is no error yet (only pivots are read) but listed in
-///    `faults`, ascending, for the message.
+///  - `keep(kept)`: what `scores` will need once the pivots are known, for
+///    a complementary layer that comes before them. For maps that is
+///    `score_matrix(out, faults)`: v_p for every candidate p, at
+///    out[(p - first) * N + j] (M x N); a non-finite v_p is no error yet
+///    (only pivots are read) but listed in `faults`, ascending, for the
+///    message.
 template <class Tensor>
 class attention_source {
  public:
@@ -189,6 +248,11 @@ class attention_source {
       if (!s) return as_select_reports(pivots, k, s, buffer);
     }
     return {};
+  }
+
+  status keep(kept_layer& kept) const {
+    kept.from_qk = false;
+    return score_matrix(kept.matrix, kept.faults);
   }
 
   status score_matrix(std::vector<double>& out, std::vector<line_fault>& faults) const {
@@ -328,6 +392,64 @@ class matrix_source {
   direction dir_;
 };
 
+/// The layer source for queries and keys: the per-layer operations of
+/// backend/eigen/qk.hpp that Q/K `select` runs, with its labels
+/// ("layers[l]"), so values and messages are select's.
+///
+/// `keep` copies Q and K rather than computing the M x N scores of every
+/// candidate: the scores are then computed once the pivots are known, by
+/// the very call Q/K `select` makes, so its values, chunks and first error
+/// are select's (row scores read only the pivots' queries: a bad value in
+/// another query is no error there either), and the layer costs a copy
+/// instead of a full pass. The copy is 2 H N d elements: for
+/// CLIP-336 (16 heads, d = 64) 4.7 MB in float and 2.4 MB in half, against
+/// 2.7 MB for the M x N doubles; less than those once M > H d e / 4.
+template <class E>
+class qk_source {
+ public:
+  qk_source(const qk_layer<const E>& layer, index_t index, const plan& p, direction dir)
+      : layer_(layer), label_(layer_label(static_cast<std::size_t>(index))), plan_(p), dir_(dir) {}
+
+  status degrees(double* r, std::vector<double>&) const { return cpu::qk::layer_degrees(layer_, label_, r); }
+
+  // The scores of a chunk of pivots (K N doubles, select's buffer) live as
+  // long as the pass, as its tile does: kept in the state they would grow
+  // with |P|, up to 16 MB.
+  template <class Sink>
+  status scores(const std::vector<token_t>& pivots, std::vector<double>&, Sink&& sink) const {
+    std::vector<double> buffer;
+    return cpu::qk::for_each_pivot_scores(layer_, label_, pivots, plan_.first, plan_.last, dir_, buffer,
+                                          std::forward<Sink>(sink));
+  }
+
+  status keep(kept_layer& kept) const {
+    auto* held = std::get_if<kept_qk<E>>(&kept.qk);  // the last image's buffers when E is the same
+    auto& x = held ? *held : kept.qk.template emplace<kept_qk<E>>();
+    x.heads = layer_.q.heads();
+    x.tokens = layer_.q.tokens();
+    x.dim = layer_.q.dim();
+    x.scale = layer_.scale;
+    const auto size = static_cast<std::size_t>(x.heads * x.tokens * x.dim);
+    x.q.resize(size);
+    x.k.resize(size);
+    std::size_t at = 0;
+    for (index_t h = 0; h < x.heads; ++h)
+      for (index_t n = 0; n < x.tokens; ++n)
+        for (index_t t = 0; t < x.dim; ++t, ++at) {
+          x.q[at] = layer_.q(h, n, t);
+          x.k[at] = layer_.k(h, n, t);
+        }
+    kept.from_qk = true;
+    return {};
+  }
+
+ private:
+  qk_layer<const E> layer_;
+  std::string label_;
+  const plan& plan_;
+  direction dir_;
+};
+
 }  // namespace stream
 }  // namespace detail
 
@@ -404,6 +526,38 @@ class pruner {
                           ", ", static_cast<long long>(plan_.tokens), ", ", static_cast<long long>(plan_.tokens), "]");
     return take_layer(detail::stream::attention_source<Tensor>(layer_maps, observed_, plan_, options_.complementary_from),
                       e[1]);
+  }
+
+  /// The next layer's queries and keys, for encoders that run flash
+  /// attention: the maps are softmax(scale Q_h K_h^T), as for Q/K `select`
+  /// (qk.hpp), whose checks and messages ("layers[l]...") apply, l being
+  /// `observed()`. Host memory; float, double, Eigen::half or
+  /// Eigen::bfloat16; any strides. N must be the pruner's; the heads may
+  /// differ from layer to layer, as in Q/K `select`. Map layers and Q/K
+  /// layers may be mixed in one image.
+  template <class T, class Space>
+  void observe(const qk_layer<T, Space>& layer) {
+    detail::check(try_observe(layer));
+  }
+
+  /// `observe` of Q/K returning a status; on failure the pruner is unchanged.
+  template <class T, class Space>
+  status try_observe(const qk_layer<T, Space>& layer) {
+    static_assert(std::is_same<Space, host_memory>::value,
+                  "freepruner: Q/K selection reads host memory (there is no device backend for it)");
+    using E = std::remove_cv_t<T>;
+    static_assert(detail::cpu::is_host_element_v<E>,
+                  "freepruner: the CPU backend reads float, double, Eigen::half and Eigen::bfloat16 Q/K");
+    if (auto s = check_room("observe"); !s) return s;
+    // Q/K select's checks of one layer, under its name for the layer.
+    if (auto s = detail::check_qk_layer(layer, detail::layer_label(static_cast<std::size_t>(observed_))); !s) return s;
+    if (layer.q.tokens() != plan_.tokens)
+      return detail::fail(errc::invalid_shape, "pruner::observe, layer ", static_cast<long long>(observed_),
+                          ": layer.q has tokens = ", static_cast<long long>(layer.q.tokens()),
+                          ", the pruner was built for tokens = ", static_cast<long long>(plan_.tokens));
+    const qk_layer<const E> view{layer.q, layer.k, layer.scale};
+    return take_layer(detail::stream::qk_source<E>(view, observed_, plan_, options_.complementary_from),
+                      heads_known_ ? plan_.heads : layer.q.heads());
   }
 
   /// Counts layer `observed()` without maps; an error if `wants()` it.
@@ -485,22 +639,21 @@ class pruner {
     plan_.heads = 0;
     pivots_.clear();
     complements_.clear();
-    faults_.clear();
+    kept_.faults.clear();
   }
 
   /// Layers observed or skipped so far (the index of the next one).
   index_t observed() const noexcept { return observed_; }
   index_t layers() const noexcept { return plan_.layers; }
   index_t tokens() const noexcept { return plan_.tokens; }
-  /// Heads of the image's layers; 0 until a layer is observed.
+  /// Heads of the image's first layer; 0 until a layer is observed.
   index_t heads() const noexcept { return heads_known_ ? plan_.heads : 0; }
 
   /// Bytes of heap memory the state holds: the capacity of every buffer
   /// (see the file comment for the sizes).
   std::size_t state_bytes() const noexcept {
-    return bytes(degrees_) + bytes(diagonal_) + bytes(affinity_) + bytes(scores_) + bytes(matrix_) + bytes(faults_) +
-           bytes(pivots_) + bytes(complements_) + bytes(slot_) + bytes(plan_.pivot_layers) +
-           bytes(options_.pivot_layers);
+    return bytes(degrees_) + bytes(diagonal_) + bytes(affinity_) + bytes(scores_) + kept_.bytes() + bytes(pivots_) +
+           bytes(complements_) + bytes(slot_) + bytes(plan_.pivot_layers) + bytes(options_.pivot_layers);
   }
 
  private:
@@ -510,7 +663,7 @@ class pruner {
   }
 
   // The checks every input of a layer shares: a layer is left to observe,
-  // and it has the pruner's N and the image's H.
+  // and (map layers) it has the pruner's N and the image's H.
   status check_room(const char* call) const {
     if (observed_ < plan_.layers) return {};
     return detail::fail(errc::invalid_layer, "pruner::", call, ": all ", static_cast<long long>(plan_.layers),
@@ -531,7 +684,7 @@ class pruner {
   // The seam for every kind of input: one checked layer (check_room,
   // check_layer) of `heads` heads from a layer source, a class with the
   // three members of detail::stream::attention_source (degrees, scores of
-  // given pivots, scores of every candidate), built on `plan_` (its heads
+  // given pivots, keep what those scores need), built on `plan_` (its heads
   // are set here before any member is called). Writes only to buffers that
   // no later step reads before this layer succeeds; commits on success.
   template <class Source>
@@ -565,11 +718,10 @@ class pruner {
     if (l == c && c >= last_pivot_) {  // step 3 from this layer's pivot rows or columns
       if (auto s = complement(src, known, comps, affinity); !s) return s;
       have_complements = true;
-    } else if (l == c) {  // pivots not known yet: keep every candidate's scores
-      if (auto s = src.score_matrix(matrix_, faults_); !s) return s;
-    } else if (pivots_now && c < last_pivot_) {  // step 3 from the kept scores
-      const detail::stream::matrix_source kept(matrix_, faults_, c, plan_, options_.complementary_from);
-      if (auto s = complement(kept, known, comps, affinity); !s) return s;
+    } else if (l == c) {  // pivots not known yet: keep what their scores need
+      if (auto s = src.keep(kept_); !s) return s;
+    } else if (pivots_now && c < last_pivot_) {  // step 3 from what layer c left
+      if (auto s = complement_kept(known, comps, affinity); !s) return s;
       have_complements = true;
     }
     // Copied into the kept buffers: their capacity is the most an image needed.
@@ -579,6 +731,21 @@ class pruner {
       affinity_.swap(affinity);
     }
     return {};
+  }
+
+  // SPEC step 3 from a complementary layer observed before the pivots: its
+  // score matrix (maps) or its Q and K.
+  status complement_kept(const std::vector<token_t>& pivots, std::vector<token_t>& out, std::vector<double>& affinity) {
+    const index_t c = plan_.complementary_layer;
+    const direction dir = options_.complementary_from;
+    if (!kept_.from_qk)
+      return complement(detail::stream::matrix_source(kept_.matrix, kept_.faults, c, plan_, dir), pivots, out, affinity);
+    return std::visit(
+        [&](const auto& x) {
+          using source = detail::stream::qk_source<typename std::decay_t<decltype(x)>::element>;
+          return complement(source(x.layer(), c, plan_, dir), pivots, out, affinity);
+        },
+        kept_.qk);
   }
 
   // SPEC step 3 as cpu::complementary does it, the score vectors from `src`.
@@ -610,9 +777,8 @@ class pruner {
   std::vector<token_t> pivots_;             // P, once the last pivot layer is in
   std::vector<token_t> complements_;        // Q
   std::vector<double> affinity_;            // N
-  std::vector<double> scores_;              // N (row) or K x N (column) score vectors
-  std::vector<double> matrix_;              // M x N, only when c precedes the last pivot layer
-  std::vector<detail::stream::line_fault> faults_;
+  std::vector<double> scores_;              // a map layer's N (row) or K x N (column) score vectors
+  detail::stream::kept_layer kept_;         // layer c, only when it precedes the last pivot layer
 };
 
 }  // namespace freepruner
