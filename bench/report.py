@@ -51,10 +51,13 @@ the read's speed.
 
 After the pass, what remains is:
 - reading the rows of the pivots in the complementary layer (about 10 % of
-  its rows with these maps), in blocks of four heads, each block's rows
-  prefetched while the block before is summed;
+  its rows with these maps), one pivot at a time in blocks of four heads,
+  each block's rows prefetched while the block before is summed;
 - one quartile fence per pivot: a quickselect whose partition is
-  vectorized with AVX2 (1.5-1.8x faster than the branchless scalar one);
+  vectorized with AVX2 (1.5-1.8x faster than the branchless scalar one).
+  It runs right after its pivot's rows are summed, while the next pivot's
+  first rows arrive: 0.42 -> 0.33 ms at N = 577 and 5.8 -> 4.8 ms at
+  N = 2048, against all the rows first and then all the fences;
 - the budget order.
 
 fp16 maps are converted to double on the fly (F16C). This is bound by

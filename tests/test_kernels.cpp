@@ -116,6 +116,30 @@ static void check_paths_agree() {
   }
 }
 
+TEST_CASE("check_spread finds the extremes wherever they lie", "[kernels][errors]") {
+  // Its four lanes and the remainder: every position of the minimum and the
+  // maximum, in ranges that start past 0 as the candidates do.
+  for (index_t first : {index_t(0), index_t(3)})
+    for (index_t m = 1; m <= 13; ++m)
+      for (index_t a = first; a < first + m; ++a)
+        for (index_t b = first; b < first + m; ++b) {
+          std::vector<double> x(static_cast<std::size_t>(first + m + 2), 9e307);  // outside: never read
+          for (index_t i = first; i < first + m; ++i) x[static_cast<std::size_t>(i)] = fptest::uniform(-1, 1);
+          const double lo = a == b ? 1e308 : -1e308;
+          x[static_cast<std::size_t>(a)] = lo;
+          x[static_cast<std::size_t>(b)] = 1e308;
+          const auto s = freepruner::detail::check_spread(x.data(), first, first + m, "v");
+          INFO("first " << first << ", M " << m << ", min at " << a << ", max at " << b << ": " << s.message());
+          if (a == b) {
+            CHECK(s.ok());  // one extreme alone: a finite spread
+          } else {
+            REQUIRE(!s.ok());
+            CHECK(s.code() == freepruner::errc::non_finite);
+            CHECK(s.message().find("v spans -1e+308 to 1e+308") != std::string::npos);
+          }
+        }
+}
+
 TEST_CASE("scalar, SSE2 and AVX2 column sums agree to the bit", "[kernels][determinism]") {
   INFO("detected SIMD level: " << static_cast<int>(cpu::detected_simd()));
   check_paths_agree<float>();

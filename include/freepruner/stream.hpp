@@ -125,12 +125,6 @@ struct line_fault {
   double value = 0;
 };
 
-/// Pivots per pass in `cpu::complementary`: its chunks decide which error
-/// `select` reports, so the pruner walks the same chunks.
-inline std::size_t select_chunk(index_t tokens) {
-  return std::max<std::size_t>(1, (std::size_t{1} << 21) / static_cast<std::size_t>(tokens));
-}
-
 /// A Q/K complementary layer kept until the pivots are known: heads-major
 /// copies of its Q and K in their own element type E.
 template <class E>
@@ -224,30 +218,7 @@ class attention_source {
 
   template <class Sink>
   status scores(const std::vector<token_t>& pivots, std::vector<double>& buffer, Sink&& sink) const {
-    const auto n = static_cast<std::size_t>(plan_.tokens);
-    const std::size_t np = pivots.size(), chunk = select_chunk(plan_.tokens);
-    std::vector<token_t> part;
-    if (dir_ == direction::column) {  // select's passes: one per chunk of pivots
-      for (std::size_t first = 0; first < np; first += chunk) {
-        part.assign(pivots.begin() + static_cast<std::ptrdiff_t>(first),
-                    pivots.begin() + static_cast<std::ptrdiff_t>(std::min(np, first + chunk)));
-        if (auto s = cpu::complementary_scores(stack_, layer_, part, plan_, dir_, buffer); !s) return s;
-        for (std::size_t k = 0; k < part.size(); ++k)
-          if (auto s = sink(part[k], &buffer[k * n]); !s) return s;
-      }
-      return {};
-    }
-    // Row scores: one pivot at a time (N doubles, not a chunk). Each v_p is
-    // its own sum, so the values are select's.
-    part.resize(1);
-    for (std::size_t k = 0; k < np; ++k) {
-      part[0] = pivots[k];
-      // As select's pass: the next pivot's first rows requested while this one's are summed.
-      status s = cpu::complementary_scores(stack_, layer_, part, plan_, dir_, buffer, k + 1 < np ? pivots[k + 1] : -1);
-      if (s) s = sink(pivots[k], buffer.data());
-      if (!s) return as_select_reports(pivots, k, s, buffer);
-    }
-    return {};
+    return cpu::each_scores(stack_, layer_, pivots, plan_, dir_, buffer, sink);  // select's own
   }
 
   status keep(kept_layer& kept) const {
@@ -296,24 +267,6 @@ class attention_source {
   }
 
  private:
-  // select's row pass finds a non-finite value of any pivot in a chunk
-  // before it checks the spread of the chunk's first pivot: so does this.
-  status as_select_reports(const std::vector<token_t>& pivots, std::size_t k, const status& s,
-                           std::vector<double>& buffer) const {
-    const std::size_t chunk = select_chunk(plan_.tokens), from = k / chunk * chunk;
-    const std::size_t to = std::min(pivots.size(), from + chunk);
-    std::vector<token_t> one(1);
-    for (std::size_t q = k; q < to; ++q) {
-      one[0] = pivots[q];
-      if (!cpu::complementary_scores(stack_, layer_, one, plan_, dir_, buffer)) {
-        const std::vector<index_t> lines(pivots.begin() + static_cast<std::ptrdiff_t>(from),
-                                         pivots.begin() + static_cast<std::ptrdiff_t>(to));
-        return cpu::locate_non_finite(stack_, layer_, lines, {});
-      }
-    }
-    return s;
-  }
-
   line_fault first_fault(token_t p) const {
     using tr = attention_traits<Tensor>;
     const index_t ks = tr::key_stride(*stack_.tensor);
@@ -352,7 +305,7 @@ class matrix_source {
   template <class Sink>
   status scores(const std::vector<token_t>& pivots, std::vector<double>&, Sink&& sink) const {
     const auto n = static_cast<std::size_t>(plan_.tokens);
-    const std::size_t chunk = select_chunk(plan_.tokens);
+    const std::size_t chunk = cpu::score_chunk(plan_.tokens);
     for (std::size_t first = 0; first < pivots.size(); first += chunk) {
       const std::size_t last = std::min(pivots.size(), first + chunk);
       if (auto s = chunk_fault(pivots, first, last); !s) return s;
