@@ -4,6 +4,7 @@
 
 #include <cmath>
 #include <cstdint>
+#include <limits>
 #include <random>
 #include <string>
 #include <vector>
@@ -14,7 +15,27 @@
 #include "reference.hpp"
 #include "softmax_maps.hpp"
 
+namespace Catch {
+template <>
+struct StringMaker<freepruner::errc> {
+  static std::string convert(freepruner::errc code) { return freepruner::to_string(code); }
+};
+}  // namespace Catch
+
 namespace fptest {
+
+inline constexpr double nan_v = std::numeric_limits<double>::quiet_NaN();
+inline constexpr double inf_v = std::numeric_limits<double>::infinity();
+
+// x as element type E (half and bfloat16 convert from float).
+template <class E>
+E element(double x) {
+  return static_cast<E>(static_cast<float>(x));
+}
+template <>
+inline double element<double>(double x) {
+  return x;
+}
 
 // Seeded from Catch's --rng-seed, so a failing run can be replayed.
 inline std::mt19937_64& rng() {

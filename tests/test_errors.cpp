@@ -10,6 +10,8 @@
 
 #include <freepruner/freepruner.hpp>
 
+#include "common.hpp"
+
 #include <cmath>
 #include <cstddef>
 #include <cstdint>
@@ -25,17 +27,10 @@ using fp::errc;
 using fp::index_t;
 using Catch::Matchers::Contains;
 
-namespace Catch {
-template <>
-struct StringMaker<freepruner::errc> {
-  static std::string convert(freepruner::errc code) { return freepruner::to_string(code); }
-};
-}  // namespace Catch
-
 namespace {
 
-const double nan_v = std::numeric_limits<double>::quiet_NaN();
-const double inf_v = std::numeric_limits<double>::infinity();
+using fptest::inf_v;
+using fptest::nan_v;
 const float nan_f = std::numeric_limits<float>::quiet_NaN();
 const float inf_f = std::numeric_limits<float>::infinity();
 

@@ -52,15 +52,7 @@ double value_tolerance() {
 // and stored as E in one of four layouts.
 enum class layout { heads_major, tokens_major, padded, dim_strided };
 
-// x as element type E (half and bfloat16 convert from float).
-template <class E>
-E element(double x) {
-  return static_cast<E>(static_cast<float>(x));
-}
-template <>
-double element<double>(double x) {
-  return x;
-}
+using fptest::element;
 
 template <class E>
 struct qk_data {

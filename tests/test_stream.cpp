@@ -48,17 +48,10 @@ using fp::errc;
 using fp::index_t;
 using fp::token_t;
 
-namespace Catch {
-template <>
-struct StringMaker<freepruner::errc> {
-  static std::string convert(freepruner::errc code) { return freepruner::to_string(code); }
-};
-}  // namespace Catch
-
 namespace {
 
-const double nan_v = std::numeric_limits<double>::quiet_NaN();
-const double inf_v = std::numeric_limits<double>::infinity();
+using fptest::inf_v;
+using fptest::nan_v;
 
 // ---------------------------------------------------------------------------
 // Inputs: L layers stored in one of three layouts, seen as the stacked view

@@ -28,17 +28,10 @@ using fp::errc;
 using fp::index_t;
 using fp::token_t;
 
-namespace Catch {
-template <>
-struct StringMaker<freepruner::errc> {
-  static std::string convert(freepruner::errc code) { return freepruner::to_string(code); }
-};
-}  // namespace Catch
-
 namespace {
 
-const double nan_v = std::numeric_limits<double>::quiet_NaN();
-const double inf_v = std::numeric_limits<double>::infinity();
+using fptest::inf_v;
+using fptest::nan_v;
 
 // ---------------------------------------------------------------------------
 // Inputs: per layer, Q and K of [heads][tokens][dim] stored as E in one of
@@ -46,14 +39,7 @@ const double inf_v = std::numeric_limits<double>::infinity();
 
 enum class layout { heads_major, tokens_major, padded, dim_strided };
 
-template <class E>
-E element(double x) {
-  return static_cast<E>(static_cast<float>(x));
-}
-template <>
-double element<double>(double x) {
-  return x;
-}
+using fptest::element;
 
 template <class E>
 struct qk_stack {
