@@ -40,7 +40,7 @@ std::vector<double> pattern(int kind, std::size_t n) {
 
 TEST_CASE("select_kth finds every order statistic, ties and adversarial orders included", "[kernels]") {
   simd_cap_guard guard;
-  const cpu::fast_partition fast;
+  const cpu::fast_loops fast;
   for (int kind = 0; kind < 7; ++kind)
     for (std::size_t n : {1u, 2u, 3u, 7u, 8u, 9u, 16u, 17u, 18u, 19u, 100u, 577u, 2000u})
       for (int way = 0; way <= 1 + static_cast<int>(cpu::detected_simd()); ++way) {
@@ -84,7 +84,7 @@ TEST_CASE("upper_fence equals numpy's linear quartiles on sorted copies", "[kern
     auto work = x;
     const double got = freepruner::detail::upper_fence(work.data(), n, f);
     work = x;
-    const double fast = freepruner::detail::upper_fence(work.data(), n, f, cpu::fast_partition{});
+    const double fast = freepruner::detail::upper_fence(work.data(), n, f, cpu::fast_loops{});
     const double want = q(0.75) + f * (q(0.75) - q(0.25));
     INFO("n " << n);
     REQUIRE(got == want);
@@ -146,4 +146,91 @@ TEST_CASE("scalar, SSE2 and AVX2 column sums agree to the bit", "[kernels][deter
   check_paths_agree<double>();
   check_paths_agree<Eigen::half>();
   check_paths_agree<Eigen::bfloat16>();
+}
+
+TEST_CASE("the builder's loops give their scalar results at every SIMD level", "[kernels][determinism]") {
+  simd_cap_guard guard;
+  for (int level = 0; level <= static_cast<int>(cpu::detected_simd()); ++level) {
+    cpu::simd_cap().store(level);
+    for (int t = 0; t < 400; ++t) {
+      const index_t n = fptest::uniform_int(0, 45), from = fptest::uniform_int(0, n), to = fptest::uniform_int(from, n);
+      const auto x = pattern(fptest::uniform_int(0, 5), static_cast<std::size_t>(n));
+      INFO("level " << level << ", n " << n << ", from " << from << ", to " << to);
+      // scan: extremes, affinity and copy of x[from..to)
+      std::vector<double> affinity(x.size()), want_affinity(x.size()), copy(x.size(), -7.0), want_copy(x.size(), -7.0);
+      for (auto& w : affinity) w = want_affinity[static_cast<std::size_t>(&w - affinity.data())] = fptest::uniform(-1, 1);
+      double lo = 0.5, hi = 0.5, want_lo = 0.5, want_hi = 0.5;
+      for (index_t j = from; j < to; ++j) {
+        const double v = x[static_cast<std::size_t>(j)];
+        want_lo = std::min(want_lo, v);
+        want_hi = std::max(want_hi, v);
+        want_affinity[static_cast<std::size_t>(j)] += v;
+        want_copy[static_cast<std::size_t>(j - from)] = v;
+      }
+      cpu::fast_loops::scan(x.data(), from, to, affinity.data(), copy.data(), lo, hi);
+      REQUIRE(lo == want_lo);
+      REQUIRE(hi == want_hi);
+      REQUIRE(affinity == want_affinity);
+      REQUIRE(copy == want_copy);
+      // mark_above: a strict comparison, OR-ed into the marks
+      const double fence = n > 0 && t % 2 ? x[static_cast<std::size_t>(fptest::uniform_int(0, n - 1))] : 0.3;
+      std::vector<unsigned char> marks(x.size()), want_marks(x.size());
+      for (std::size_t j = 0; j < x.size(); ++j) marks[j] = want_marks[j] = static_cast<unsigned char>(fptest::uniform_int(0, 1));
+      for (index_t j = from; j < to; ++j)
+        want_marks[static_cast<std::size_t>(j)] |= static_cast<unsigned char>(x[static_cast<std::size_t>(j)] > fence);
+      cpu::fast_loops::mark_above(x.data(), from, to, fence, marks.data());
+      REQUIRE(marks == want_marks);
+      // divide_finite: exact division by the head count, and any nan or
+      // infinity found wherever it lies
+      static const index_t head_counts[] = {1, 2, 3, 7, 8, 16, 25, 64};
+      const index_t heads = head_counts[fptest::uniform_int(0, 7)];
+      auto y = x;
+      const bool bad = n > 0 && t % 3 == 0;
+      if (bad) {
+        static const double faults[] = {fptest::nan_v, fptest::inf_v, -fptest::inf_v};
+        y[static_cast<std::size_t>(fptest::uniform_int(0, n - 1))] = faults[fptest::uniform_int(0, 2)];
+      }
+      auto want = y;
+      for (double& v : want) v /= static_cast<double>(heads);
+      INFO("heads " << heads << (bad ? ", one non-finite" : ""));
+      REQUIRE(cpu::divide_finite(y.data(), n, heads) == !bad);
+      REQUIRE(std::memcmp(y.data(), want.data(), y.size() * sizeof(double)) == 0);
+    }
+  }
+}
+
+TEST_CASE("complement_builder's spread check finds the extremes wherever they lie, around the pivot",
+          "[kernels][errors]") {
+  // The builder scans C in two parts, either side of the pivot, in lanes:
+  // the minimum and the maximum at every position, the pivot's own included.
+  simd_cap_guard guard;
+  for (int level = 0; level <= static_cast<int>(cpu::detected_simd()); ++level) {
+    cpu::simd_cap().store(level);
+    for (index_t first : {index_t(0), index_t(2)})
+      for (index_t m = 2; m <= 11; ++m)
+        for (index_t pivot = first; pivot < first + m; ++pivot)
+          for (index_t a = first; a < first + m; ++a)
+            for (index_t b = first; b < first + m; ++b) {
+              freepruner::options o;
+              o.prefix_tokens = static_cast<int>(first);
+              o.suffix_tokens = 1;
+              freepruner::detail::plan p;
+              REQUIRE(freepruner::detail::make_plan({1, 1, first + m + 1, first + m + 1}, o, p));
+              std::vector<double> v(static_cast<std::size_t>(first + m + 1), 9e307);  // outside C: never read
+              for (index_t i = first; i < first + m; ++i) v[static_cast<std::size_t>(i)] = fptest::uniform(0, 1);
+              v[static_cast<std::size_t>(a)] = a == b ? 1e308 : -1e308;
+              v[static_cast<std::size_t>(b)] = 1e308;
+              freepruner::detail::complement_builder<double, cpu::fast_loops> builder({static_cast<freepruner::token_t>(pivot)}, p, 1.5);
+              const auto s = builder.add(v.data(), static_cast<freepruner::token_t>(pivot));
+              INFO("level " << level << ", first " << first << ", M " << m << ", pivot " << pivot << ", min at " << a
+                            << ", max at " << b << ": " << s.message());
+              if (a == b) {
+                CHECK(s.ok());
+              } else {
+                REQUIRE(!s.ok());
+                CHECK(s.code() == freepruner::errc::non_finite);
+                CHECK(s.message().find("the complementary scores v_p spans -1e+308 to 1e+308") != std::string::npos);
+              }
+            }
+  }
 }

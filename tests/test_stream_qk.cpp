@@ -214,10 +214,10 @@ void same_stages(const fp::pruner& pr, const std::vector<fp::qk_layer<const E>>&
   REQUIRE(fp::detail::cpu::qk::for_each_pivot_scores(layers[static_cast<std::size_t>(p.complementary_layer)], "layer",
                                                      pivots, p.first, p.last, o.complementary_from, buffer,
                                                      [&](token_t pivot, const double* v) {
-                                                       builder.add(v, pivot);
-                                                       return fp::status{};
+                                                       return builder.add(v, pivot);
                                                      }));
-  const auto comps = builder.finish(affinity);
+  std::vector<token_t> comps;
+  REQUIRE(builder.finish(comps, affinity));
   const fp::complements got = pr.complementary();
   REQUIRE(got.tokens == comps);
   REQUIRE(got.affinity == affinity);

@@ -185,19 +185,16 @@ status select_qk(const std::vector<qk_layer<T, Space>>& layers, const plan& p, i
   const auto pivots = pivotal_from_degrees(degrees.data(), pivot_layers, p, o.pivots_per_layer, o.fence_factor);
   // SPEC step 3.
   const auto c = static_cast<std::size_t>(p.complementary_layer);
-  complement_builder<double, cpu::fast_partition> builder(pivots, p, o.fence_factor);
+  complement_builder<double, cpu::fast_loops> builder(pivots, p, o.fence_factor);
   std::vector<double> buffer;
-  auto add = [&](token_t pivot, const double* v) -> status {
-    if (auto s = check_spread(v, p.first, p.last, "the complementary scores v_p"); !s) return s;
-    builder.add(v, pivot);
-    return {};
-  };
+  auto add = [&builder](token_t pivot, const double* v) { return builder.add(v, pivot); };
   if (auto s = cpu::qk::for_each_pivot_scores(layers[c], layer_label(c), pivots, p.first, p.last, o.complementary_from,
                                               buffer, add);
       !s)
     return s;
   std::vector<double> affinity;
-  const std::vector<token_t> comps = builder.finish(affinity);
+  std::vector<token_t> comps;
+  if (auto s = builder.finish(comps, affinity); !s) return s;
   out = fit_budget(degrees.data(), pivot_layers, pivots, comps, affinity, p, m);
   return {};
 }

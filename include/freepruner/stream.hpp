@@ -233,13 +233,8 @@ class attention_source {
     out.assign(static_cast<std::size_t>(m * n), 0.0);
     Eigen::Map<Eigen::ArrayXXd> v(out.data(), n, m);  // column p - first = v_p
     if (dir_ == direction::row) {  // complementary_scores' row sums, for every candidate
-      const typename tr::value_type* rows[cpu::row_block];
       for (index_t p = first; p < last; ++p)
-        for (index_t h = 0; h < heads; h += cpu::row_block) {
-          const int count = static_cast<int>(std::min<index_t>(cpu::row_block, heads - h));
-          for (int b = 0; b < count; ++b) rows[b] = tr::row(*stack_.tensor, 0, h + b, p);
-          cpu::add_rows(rows, count, n, ks, &out[static_cast<std::size_t>((p - first) * n)]);
-        }
+        cpu::pivot_row_sum(*stack_.tensor, 0, static_cast<token_t>(p), &out[static_cast<std::size_t>((p - first) * n)]);
     } else {  // complementary_scores' column sums: heads in order, candidate rows j
       // Summed along the rows of a block of rows, then transposed: adding
       // into the transposed matrix directly touches a cache line per element.
@@ -705,18 +700,10 @@ class pruner {
   template <class Source>
   status complement(const Source& src, const std::vector<token_t>& pivots, std::vector<token_t>& out,
                     std::vector<double>& affinity) {
-    detail::complement_builder<double, detail::cpu::fast_partition> builder(pivots, plan_, options_.fence_factor);
-    auto sink = [this, &builder](token_t p, const double* v) -> status {
-      if (auto s = detail::check_spread(v, plan_.first, plan_.last, "the complementary scores v_p"); !s) return s;
-      builder.add(v, p);
-      return {};
-    };
+    detail::complement_builder<double, detail::cpu::fast_loops> builder(pivots, plan_, options_.fence_factor);
+    auto sink = [&builder](token_t p, const double* v) { return builder.add(v, p); };
     if (auto s = src.scores(pivots, scores_, sink); !s) return s;
-    out = builder.finish(affinity);
-    if (!Eigen::Map<const Eigen::ArrayXd>(affinity.data(), plan_.tokens).allFinite())
-      return detail::fail(errc::non_finite, "the affinity of layer ", static_cast<long long>(plan_.complementary_layer),
-                          " overflows: sums of these maps leave the double range");
-    return {};
+    return builder.finish(out, affinity);
   }
 
   options options_;

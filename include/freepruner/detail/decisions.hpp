@@ -4,6 +4,7 @@
 // The scalar rules are host-device so a device backend applies the same ones.
 
 #include <algorithm>
+#include <cmath>
 #include <cstddef>
 #include <vector>
 
@@ -62,6 +63,27 @@ struct scalar_partition {
       lt += less;
     }
     return lt;
+  }
+};
+
+/// The loops of `complement_builder` over one score vector, and its
+/// partition. A backend may pass vectorized ones: each loop is free of order
+/// across j, so every version gives the same results.
+struct scalar_loops : scalar_partition {
+  /// lo/hi widened to x[from..to); affinity[j] += x[j]; x[from..to) copied to `copy`.
+  template <class S>
+  static void scan(const S* x, index_t from, index_t to, S* affinity, S* copy, S& lo, S& hi) {
+    for (index_t j = from; j < to; ++j) {
+      lo = x[j] < lo ? x[j] : lo;
+      hi = x[j] > hi ? x[j] : hi;
+      affinity[j] += x[j];
+      copy[j - from] = x[j];
+    }
+  }
+  /// out[j] |= (x[j] > fence) for j in from..to-1.
+  template <class S>
+  static void mark_above(const S* x, index_t from, index_t to, S fence, unsigned char* out) {
+    for (index_t j = from; j < to; ++j) out[j] |= static_cast<unsigned char>(x[j] > fence);
   }
 };
 
@@ -131,8 +153,8 @@ S upper_fence(S* x, std::size_t n, double f, const Partition& partition = {}) {
   return fence_value(quantile_value(a1, b1, g1), quantile_value(a3, b3, g3), f);
 }
 
-/// Candidates of one score vector (indexed by token) ordered by
-/// `ranks_before`; only the first `k` are ordered when k < M. Sorted as
+/// The first min(k, M) candidates of one score vector (indexed by token) in
+/// the order of `ranks_before`. Sorted as
 /// (score, token) pairs: an index sort reads the scores at random (2x slower,
 /// and the fixed budget sorts once per pivot layer).
 template <class S>
@@ -144,12 +166,15 @@ void order_candidates(const S* score, const plan& p, std::size_t k, std::vector<
   std::vector<keyed> keys(static_cast<std::size_t>(p.candidates));
   for (index_t i = p.first; i < p.last; ++i) keys[static_cast<std::size_t>(i - p.first)] = {score[i], static_cast<token_t>(i)};
   auto before = [](const keyed& a, const keyed& b) { return ranks_before(a.score, a.token, b.score, b.token); };
-  if (k >= keys.size())
+  if (k >= keys.size()) {
     std::sort(keys.begin(), keys.end(), before);
-  else
-    std::partial_sort(keys.begin(), keys.begin() + static_cast<std::ptrdiff_t>(k), keys.end(), before);
-  out.resize(keys.size());
-  for (std::size_t r = 0; r < keys.size(); ++r) out[r] = keys[r].token;
+  } else if (k > 0) {  // the first k: selected, then sorted
+    const auto top = keys.begin() + static_cast<std::ptrdiff_t>(k);
+    std::nth_element(keys.begin(), top - 1, keys.end(), before);
+    std::sort(keys.begin(), top - 1, before);
+  }
+  out.resize(std::min(k, keys.size()));
+  for (std::size_t r = 0; r < out.size(); ++r) out[r] = keys[r].token;
 }
 
 /// Sorts and removes duplicates.
@@ -197,32 +222,37 @@ std::vector<token_t> pivotal_from_degrees(const S* degrees, std::size_t layers, 
 /// ascending pivot order) so a backend can compute them in chunks:
 /// O_p = strict upper outliers of v_p over j in C \ {p}; Q = (∪ O_p) \ P;
 /// affinity w(j) = Σ_p v_p[j] for j in C \ P (zero elsewhere).
-template <class S, class Partition = scalar_partition>
+template <class S, class Loops = scalar_loops>
 class complement_builder {
  public:
   complement_builder(const std::vector<token_t>& pivots, const plan& p, double fence_factor)
       : plan_(p), fence_factor_(fence_factor),
         is_pivot_(static_cast<std::size_t>(p.tokens), 0), outlier_(static_cast<std::size_t>(p.tokens), 0),
-        affinity_(static_cast<std::size_t>(p.tokens), S(0)) {
+        affinity_(static_cast<std::size_t>(p.tokens), S(0)), scratch_(static_cast<std::size_t>(p.candidates - 1)) {
     for (token_t q : pivots) is_pivot_[static_cast<std::size_t>(q)] = 1;
-    scratch_.reserve(static_cast<std::size_t>(p.candidates));
   }
 
-  /// `v[j]` = v_pivot[j]; only j in C is read.
-  void add(const S* v, token_t pivot) {
-    for (index_t j = plan_.first; j < plan_.last; ++j) affinity_[static_cast<std::size_t>(j)] += v[j];
-    // v over C without the pivot's own entry (a pivot lies in C).
-    scratch_.assign(v + plan_.first, v + pivot);
-    scratch_.insert(scratch_.end(), v + pivot + 1, v + plan_.last);
-    if (scratch_.empty()) return;  // M = 1: no entries, no outliers
-    const S fence = upper_fence(scratch_.data(), scratch_.size(), fence_factor_, partition_);
-    for (index_t j = plan_.first; j < plan_.last; ++j)
-      outlier_[static_cast<std::size_t>(j)] |= static_cast<unsigned char>(j != pivot && v[j] > fence);
+  /// `v[j]` = v_pivot[j], finite; only j in C is read. Fails if the values
+  /// lie too far apart for the quartile arithmetic (see check_spread).
+  status add(const S* v, token_t pivot) {
+    const index_t first = plan_.first, last = plan_.last;
+    // v over C without the pivot's own entry; the spread over all of C (as
+    // check_spread); the affinity over C (a pivot's own is dropped at the end).
+    S lo = v[pivot], hi = v[pivot];
+    affinity_[static_cast<std::size_t>(pivot)] += v[pivot];
+    loops_.scan(v, first, pivot, affinity_.data(), scratch_.data(), lo, hi);
+    loops_.scan(v, pivot + 1, last, affinity_.data(), scratch_.data() + (pivot - first), lo, hi);
+    if (auto s = spread_status(lo, hi, "the complementary scores v_p"); !s) return s;
+    if (scratch_.empty()) return {};  // M = 1: no entries, no outliers
+    const S fence = upper_fence(scratch_.data(), scratch_.size(), fence_factor_, loops_);
+    // The pivot's own mark is harmless: pivots never enter Q.
+    loops_.mark_above(v, first, last, fence, outlier_.data());
+    return {};
   }
 
-  /// Q ascending; `affinity` receives w.
-  std::vector<token_t> finish(std::vector<S>& affinity) {
-    std::vector<token_t> out;
+  /// Q ascending; `affinity` receives w. Fails if w overflowed.
+  status finish(std::vector<token_t>& out, std::vector<S>& affinity) {
+    out.clear();
     for (index_t j = plan_.first; j < plan_.last; ++j) {
       const auto k = static_cast<std::size_t>(j);
       if (is_pivot_[k])
@@ -231,7 +261,11 @@ class complement_builder {
         out.push_back(static_cast<token_t>(j));
     }
     affinity = std::move(affinity_);
-    return out;
+    for (const S w : affinity)
+      if (!std::isfinite(static_cast<double>(w)))
+        return fail(errc::non_finite, "the affinity of layer ", static_cast<long long>(plan_.complementary_layer),
+                    " overflows: sums of these maps leave the double range");
+    return {};
   }
 
  private:
@@ -239,7 +273,7 @@ class complement_builder {
   double fence_factor_;
   std::vector<unsigned char> is_pivot_, outlier_;
   std::vector<S> affinity_, scratch_;
-  Partition partition_;
+  Loops loops_;
 };
 
 /// SPEC steps 4-5: the kept set for budget `m` (-1: adaptive), ascending,
@@ -256,26 +290,37 @@ selection fit_budget(const S* degrees, std::size_t layers, const std::vector<tok
     return out;
   }
   const auto budget_size = static_cast<std::size_t>(m);
-  // 1. P by (best rank over pivot layers, index).
+  // 1. P by (best rank over pivot layers, index). Every kept pivot has a
+  // best rank below m (each P_l is a top set of its layer), so the layers'
+  // orders are walked rank by rank only until m pivots are placed, and only
+  // their tops are sorted, twice as deep each time that falls short
+  // (23 layers: 0.66 -> 0.05 ms, against full sorts).
   std::vector<token_t> kept = pivots;
   if (kept.size() > budget_size) {
-    const auto n = static_cast<std::size_t>(p.tokens);
-    std::vector<index_t> best_rank(n, p.candidates);
-    std::vector<token_t> order;
-    for (std::size_t k = 0; k < layers; ++k) {
-      order_candidates(degrees + k * n, p, static_cast<std::size_t>(p.candidates), order);
-      for (std::size_t r = 0; r < order.size(); ++r) {
-        index_t& best = best_rank[static_cast<std::size_t>(order[r])];
-        best = std::min(best, static_cast<index_t>(r));
+    const auto n = static_cast<std::size_t>(p.tokens), all = static_cast<std::size_t>(p.candidates);
+    std::vector<unsigned char> state(n, 0);  // 1: pivot, 2: placed
+    std::vector<std::vector<token_t>> orders(layers);
+    std::vector<token_t> level;
+    std::size_t depth = std::min(all, std::max<std::size_t>(16, 2 * budget_size / layers));
+    for (;; depth = std::min(all, 2 * depth)) {
+      for (token_t t : pivots) state[static_cast<std::size_t>(t)] = 1;
+      for (std::size_t k = 0; k < layers; ++k) order_candidates(degrees + k * n, p, depth, orders[k]);
+      kept.clear();
+      for (std::size_t r = 0; r < depth && kept.size() < budget_size; ++r) {
+        level.clear();  // the pivots whose best rank is r, by index
+        for (std::size_t k = 0; k < layers; ++k) {
+          unsigned char& at = state[static_cast<std::size_t>(orders[k][r])];
+          if (at == 1) {
+            at = 2;
+            level.push_back(orders[k][r]);
+          }
+        }
+        std::sort(level.begin(), level.end());
+        level.resize(std::min(level.size(), budget_size - kept.size()));
+        kept.insert(kept.end(), level.begin(), level.end());
       }
+      if (kept.size() == budget_size || depth == all) break;  // all ranks place every pivot
     }
-    std::partial_sort(kept.begin(), kept.begin() + static_cast<std::ptrdiff_t>(budget_size), kept.end(),
-                      [&best_rank](token_t a, token_t b) {
-                        const index_t ra = best_rank[static_cast<std::size_t>(a)];
-                        const index_t rb = best_rank[static_cast<std::size_t>(b)];
-                        return ra < rb || (ra == rb && a < b);
-                      });
-    kept.resize(budget_size);
   }
   out.pivotal = kept;
   // 2. Q, then 3. the remaining candidates, each by affinity, ties by index.

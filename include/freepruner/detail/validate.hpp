@@ -110,6 +110,14 @@ inline status make_plan(const std::array<index_t, 4>& e, const options& o, plan&
 // overflow of Q3 + f (Q3 - Q1) itself is harmless: +inf is above every value,
 // as the true fence is. (Values near 1e308 reach this; attention never does.)
 template <class S>
+status spread_status(S lo, S hi, const char* what) {
+  if (!std::isfinite(static_cast<double>(hi - lo)))
+    return fail(errc::non_finite, what, " spans ", static_cast<double>(lo), " to ", static_cast<double>(hi),
+                ": the quartiles would overflow (sums of these maps leave the double range)");
+  return {};
+}
+
+template <class S>
 status check_spread(const S* x, index_t first, index_t last, const char* what) {
   if (first >= last) return {};
   // Four lanes: one min/max chain is latency-bound (about 1 us at N = 577,
@@ -129,11 +137,7 @@ status check_spread(const S* x, index_t first, index_t last, const char* what) {
     lo[0] = lo[k] < lo[0] ? lo[k] : lo[0];
     hi[0] = hi[k] > hi[0] ? hi[k] : hi[0];
   }
-  const S lo_value = lo[0], hi_value = hi[0];
-  if (!std::isfinite(static_cast<double>(hi_value - lo_value)))
-    return fail(errc::non_finite, what, " spans ", static_cast<double>(lo_value), " to ", static_cast<double>(hi_value),
-                ": the quartiles would overflow (sums of these maps leave the double range)");
-  return {};
+  return spread_status(lo[0], hi[0], what);
 }
 
 // SPEC step 5: the budget's exact token count m for M candidates.

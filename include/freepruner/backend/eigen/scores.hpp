@@ -54,10 +54,10 @@ status locate_non_finite(const Tensor& t, index_t l, const std::vector<index_t>&
               ": a sum over heads overflows (values too large to be attention probabilities)");
 }
 
-/// The quickselect partition of the CPU backend: AVX2 for double vectors
-/// (1.5-1.8x faster than the scalar partition on 575-4095 scores), the
-/// scalar one otherwise. Either gives the same order statistics.
-class fast_partition {
+/// The loops of the CPU backend's complement_builder: AVX2 where the CPU has
+/// it (the partition 1.5-1.8x faster than the scalar one on 575-4095
+/// scores), scalar_loops otherwise. Each gives the same results.
+class fast_loops : public scalar_loops {
  public:
   template <class S>
   std::size_t operator()(S* x, std::size_t lo, std::size_t hi, S pivot) const {
@@ -69,6 +69,24 @@ class fast_partition {
       }
 #endif
     return scalar_partition{}(x, lo, hi, pivot);
+  }
+
+  template <class S>
+  static void scan(const S* x, index_t from, index_t to, S* affinity, S* copy, S& lo, S& hi) {
+#if FREEPRUNER_X86_SIMD
+    if constexpr (std::is_same<S, double>::value)
+      if (active_simd() == simd_level::avx2) return scan_scores_avx2(x, from, to, affinity, copy, lo, hi);
+#endif
+    scalar_loops::scan(x, from, to, affinity, copy, lo, hi);
+  }
+
+  template <class S>
+  static void mark_above(const S* x, index_t from, index_t to, S fence, unsigned char* out) {
+#if FREEPRUNER_X86_SIMD
+    if constexpr (std::is_same<S, double>::value)
+      if (active_simd() == simd_level::avx2) return mark_above_avx2(x, from, to, fence, out);
+#endif
+    scalar_loops::mark_above(x, from, to, fence, out);
   }
 
  private:
@@ -119,6 +137,29 @@ status contribution_degree(const Tensor& t, index_t l, double* r, std::vector<do
   return {};
 }
 
+/// Heads of one pivot read side by side in step 3: more lines in flight than
+/// `row_block`, and no more than an L1 set's 8 ways (at a power-of-two N the
+/// rows of one query lie in one set). 0.13 -> 0.08 ms at N = 577 and
+/// 3.3 -> 1.5 ms at 2048 against blocks of four whose next block was
+/// requested whole (too many lines at once: the prefetches stall).
+inline constexpr int pivot_rows = 8;
+
+/// acc[j] += sum over heads of A[c][h][q][j], all j: the row sums of step 3,
+/// heads added in blocks of `pivot_rows` (the kept matrix of stream.hpp adds
+/// in the same order, so the two agree to the bit).
+template <class Tensor>
+void pivot_row_sum(const Tensor& t, index_t c, token_t q, double* acc) {
+  using tr = attention_traits<Tensor>;
+  const auto e = tr::extents(t);
+  const index_t heads = e[1];
+  const typename tr::value_type* rows[pivot_rows];
+  for (index_t h = 0; h < heads; h += pivot_rows) {
+    const int count = static_cast<int>(std::min<index_t>(pivot_rows, heads - h));
+    for (int b = 0; b < count; ++b) rows[b] = tr::row(t, c, h + b, q);
+    add_rows(rows, count, e[3], tr::key_stride(t), acc);
+  }
+}
+
 /// SPEC step 3 scores from layer `c`: out[k * N + j] = v_{P[k]}[j], the head
 /// mean of row P[k] (all j) or of column P[k] (j in the candidates).
 /// Column scores take one pass over the candidate rows of layer c. `then`,
@@ -132,33 +173,11 @@ status complementary_scores(const Tensor& t, index_t c, const std::vector<token_
   out.assign(np * static_cast<std::size_t>(n), 0.0);
   Eigen::Map<Eigen::ArrayXXd> v(out.data(), n, static_cast<index_t>(np));  // column k = v_{P[k]}
   if (dir == direction::row) {
-    // Blocks of row_block heads of one pivot, in (pivot, head) order. The
-    // rows are short streams the hardware does not prefetch in time: each
-    // block's are requested while the block before it is summed. (A whole
-    // pivot's rows at once is too many lines in flight: 2x slower at N = 4096.)
-    const auto blocks = static_cast<std::size_t>((heads + row_block - 1) / row_block), total = np * blocks;
-    const typename tr::value_type* rows[row_block];
-    auto block = [&](std::size_t b, token_t pivot) {
-      const index_t h = static_cast<index_t>(b % blocks) * row_block;
-      const int count = static_cast<int>(std::min<index_t>(row_block, heads - h));
-      for (int q = 0; q < count; ++q) rows[q] = tr::row(t, c, h + q, pivot);
-      return count;
-    };
-    auto request = [&](std::size_t b) {
-      if (ks != 1) return;
-      if (b < total) {
-        for (int q = 0, count = block(b, pivots[b / blocks]); q < count; ++q) prefetch(rows[q], n);
-      } else if (b == total && then >= 0) {
-        for (int q = 0, count = block(0, then); q < count; ++q) prefetch(rows[q], n);
-      }
-    };
-    request(0);
-    for (std::size_t b = 0; b < total; ++b) {
-      request(b + 1);
-      const std::size_t k = b / blocks;
-      const int count = block(b, pivots[k]);
-      add_rows(rows, count, n, ks, &out[k * static_cast<std::size_t>(n)]);
-    }
+    for (std::size_t k = 0; k < np; ++k) pivot_row_sum(t, c, pivots[k], &out[k * static_cast<std::size_t>(n)]);
+    // The next pivot's first line of each row, requested now, arrives while
+    // the caller works on these scores.
+    if (then >= 0 && ks == 1)
+      for (index_t h = 0; h < heads; ++h) prefetch(tr::row(t, c, h, then), 1);
   } else {
     // One pass over the candidate rows of layer c, gathering the pivot columns.
     for (index_t h = 0; h < heads; ++h)
@@ -167,13 +186,12 @@ status complementary_scores(const Tensor& t, index_t c, const std::vector<token_
         for (std::size_t k = 0; k < np; ++k) v(j, static_cast<index_t>(k)) += to_double(row[pivots[k] * ks]);
       }
   }
-  if (!v.allFinite()) {
+  if (!divide_finite(out.data(), static_cast<index_t>(out.size()), heads)) {
     std::vector<index_t> lines(pivots.begin(), pivots.end()), candidates;
     if (dir == direction::row) return locate_non_finite(t, c, lines, {});
     for (index_t j = p.first; j < p.last; ++j) candidates.push_back(j);
     return locate_non_finite(t, c, candidates, lines);
   }
-  v /= static_cast<double>(heads);
   return {};
 }
 
@@ -240,19 +258,11 @@ status each_scores(const Tensor& t, index_t c, const std::vector<token_t>& pivot
 template <class Tensor>
 status complementary(const Tensor& t, const std::vector<token_t>& pivots, const plan& p, direction dir,
                      double fence_factor, std::vector<token_t>& out, std::vector<double>& affinity) {
-  complement_builder<double, fast_partition> builder(pivots, p, fence_factor);
-  auto add = [&](token_t pivot, const double* v) -> status {
-    if (auto s = check_spread(v, p.first, p.last, "the complementary scores v_p"); !s) return s;
-    builder.add(v, pivot);
-    return {};
-  };
+  complement_builder<double, fast_loops> builder(pivots, p, fence_factor);
+  auto add = [&builder](token_t pivot, const double* v) { return builder.add(v, pivot); };
   std::vector<double> scores;
   if (auto s = each_scores(t, p.complementary_layer, pivots, p, dir, scores, add); !s) return s;
-  out = builder.finish(affinity);
-  if (!Eigen::Map<const Eigen::ArrayXd>(affinity.data(), p.tokens).allFinite())
-    return fail(errc::non_finite, "the affinity of layer ", static_cast<long long>(p.complementary_layer),
-                " overflows: sums of these maps leave the double range");
-  return {};
+  return builder.finish(out, affinity);
 }
 
 }  // namespace cpu

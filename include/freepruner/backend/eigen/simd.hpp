@@ -4,6 +4,7 @@
 // (chosen at run time) paths add in the same order, so they agree to the bit.
 
 #include <atomic>
+#include <cmath>
 #include <cstdint>
 #include <cstring>
 #include <type_traits>
@@ -253,6 +254,85 @@ inline constexpr lanes_table below_first = make_lanes_table();
   return lo + front;
 }
 
+// Step 3's loops over one score vector, once per pivot (each over M
+// doubles; in scalar code they took as long as reading the pivot's rows).
+// Every one is free of order across j, so all paths agree to the bit.
+
+/// x[j] /= heads for j in 0..n-1; whether every result is finite.
+[[gnu::target("avx2")]] inline bool divide_finite_avx2(double* x, index_t n, index_t heads) noexcept {
+  // A power of two divides exactly as its reciprocal multiplies (and vdivpd is slow).
+  const bool exact = (heads & (heads - 1)) == 0;
+  const auto d = static_cast<double>(heads);
+  const __m256d by = _mm256_set1_pd(exact ? 1.0 / d : d), zero = _mm256_setzero_pd();
+  __m256d bad = zero;
+  index_t j = 0;
+  for (; j + 4 <= n; j += 4) {
+    const __m256d v = _mm256_loadu_pd(x + j), q = exact ? _mm256_mul_pd(v, by) : _mm256_div_pd(v, by);
+    bad = _mm256_or_pd(bad, _mm256_cmp_pd(_mm256_sub_pd(q, q), zero, _CMP_NEQ_UQ));  // inf - inf, nan: nan
+    _mm256_storeu_pd(x + j, q);
+  }
+  bool finite = _mm256_movemask_pd(bad) == 0;
+  for (; j < n; ++j) {
+    x[j] /= d;
+    finite = finite && std::isfinite(x[j]);
+  }
+  return finite;
+}
+
+/// lo/hi widened to x[from..to); affinity[j] += x[j]; x[from..to) copied to `copy`.
+[[gnu::target("avx2")]] inline void scan_scores_avx2(const double* x, index_t from, index_t to, double* affinity,
+                                                     double* copy, double& lo, double& hi) noexcept {
+  __m256d l = _mm256_set1_pd(lo), h = _mm256_set1_pd(hi);
+  index_t j = from;
+  for (; j + 4 <= to; j += 4) {
+    const __m256d v = _mm256_loadu_pd(x + j);
+    l = _mm256_min_pd(l, v);
+    h = _mm256_max_pd(h, v);
+    _mm256_storeu_pd(affinity + j, _mm256_add_pd(_mm256_loadu_pd(affinity + j), v));
+    _mm256_storeu_pd(copy + (j - from), v);
+  }
+  alignas(32) double ls[4], hs[4];
+  _mm256_store_pd(ls, l);
+  _mm256_store_pd(hs, h);
+  for (int k = 0; k < 4; ++k) {
+    lo = ls[k] < lo ? ls[k] : lo;
+    hi = hs[k] > hi ? hs[k] : hi;
+  }
+  for (; j < to; ++j) {
+    lo = x[j] < lo ? x[j] : lo;
+    hi = x[j] > hi ? x[j] : hi;
+    affinity[j] += x[j];
+    copy[j - from] = x[j];
+  }
+}
+
+// Four comparison bits as four bytes of 0 or 1 (little-endian).
+struct byte_masks {
+  std::uint32_t bytes[16];
+};
+constexpr byte_masks make_byte_masks() {
+  byte_masks t{};
+  for (unsigned m = 0; m < 16; ++m)
+    for (unsigned i = 0; i < 4; ++i) t.bytes[m] |= ((m >> i) & 1u) << (8 * i);
+  return t;
+}
+inline constexpr byte_masks bits_as_bytes = make_byte_masks();
+
+/// out[j] |= (x[j] > fence) for j in from..to-1.
+[[gnu::target("avx2")]] inline void mark_above_avx2(const double* x, index_t from, index_t to, double fence,
+                                                    unsigned char* out) noexcept {
+  const __m256d f = _mm256_set1_pd(fence);
+  index_t j = from;
+  for (; j + 4 <= to; j += 4) {
+    const int above = _mm256_movemask_pd(_mm256_cmp_pd(_mm256_loadu_pd(x + j), f, _CMP_GT_OQ));
+    std::uint32_t bytes;
+    std::memcpy(&bytes, out + j, 4);
+    bytes |= bits_as_bytes.bytes[above];
+    std::memcpy(out + j, &bytes, 4);
+  }
+  for (; j < to; ++j) out[j] |= static_cast<unsigned char>(x[j] > fence);
+}
+
 #endif  // FREEPRUNER_X86_SIMD
 
 /// Hints that `count` elements from `p` will be read soon.
@@ -266,6 +346,19 @@ inline void prefetch(const E* p, index_t count) noexcept {
   (void)p;
   (void)count;
 #endif
+}
+
+/// x[j] /= heads for j in 0..n-1; whether every result is finite.
+inline bool divide_finite(double* x, index_t n, index_t heads) noexcept {
+#if FREEPRUNER_X86_SIMD
+  if (active_simd() == simd_level::avx2) return divide_finite_avx2(x, n, heads);
+#endif
+  bool finite = true;
+  for (index_t j = 0; j < n; ++j) {
+    x[j] /= static_cast<double>(heads);
+    finite = finite && std::isfinite(x[j]);
+  }
+  return finite;
 }
 
 /// acc[j] += sum over rows[0..count) of row[j * stride], j in 0..n-1.
