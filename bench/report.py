@@ -51,14 +51,23 @@ the read's speed.
 
 After the pass, what remains is:
 - reading the rows of the pivots in the complementary layer (about 10 % of
-  its rows with these maps), one pivot at a time in blocks of four heads,
-  each block's rows prefetched while the block before is summed;
+  its rows with these maps), one pivot at a time, its heads in blocks of
+  eight read side by side with the pass's prefetch. Blocks of four whose
+  next block was requested whole were 1.6-2x slower (the prefetches
+  stalled): the rows alone took 0.13 -> 0.08 ms at N = 577 and
+  3.3 -> 1.5 ms at N = 2048;
 - one quartile fence per pivot: a quickselect whose partition is
-  vectorized with AVX2 (1.5-1.8x faster than the branchless scalar one).
-  It runs right after its pivot's rows are summed, while the next pivot's
-  first rows arrive: 0.42 -> 0.33 ms at N = 577 and 5.8 -> 4.8 ms at
-  N = 2048, against all the rows first and then all the fences;
-- the budget order.
+  vectorized with AVX2 (1.5-1.8x faster than the branchless scalar one),
+  run right after its pivot's rows are summed, while the next pivot's first
+  lines arrive. The pivot's other loops (the division by H with the
+  NaN/infinity check, the spread check, the affinity, the copy for the
+  quickselect, the outlier marks) are fused and vectorized;
+- the budget order, which sorts only the tops of the layers' orders:
+  0.66 -> 0.16 ms with 23 layers.
+
+Step 3 as a whole, right after the pass, with the two changes above: 0.33
+-> 0.24 ms at N = 577 (60 pivots), 2.5 -> 1.6 ms with 23 layers (343
+pivots), 5.0 -> 3.1 ms at N = 2048 (172 pivots).
 
 fp16 maps are converted to double on the fly (F16C). This is bound by
 computation, not memory: about 12 GB/s of fp16 on this machine.
@@ -71,9 +80,9 @@ FOOTER = """
 The selection share is the part of `select` that is not the contribution
 pass: the pivot rows read again and the per-pivot fences. It grows with the
 number of pivots (about 9 % of the tokens with these maps), and at large N
-the rows read again are a tenth of a layer: they come from DRAM, in short
-rows the hardware prefetcher does not follow, at about half the speed of
-the pass.
+the rows read again are a tenth of a layer: they come from DRAM, 16 short
+runs a pivot, at about three quarters of the pass's speed (15 GB/s at
+N = 2048).
 
 The PyTorch comparison (`python3 bench/torch_compare.py
 build/bench/libfreepruner_capi.so`) runs a straightforward vectorized PyTorch

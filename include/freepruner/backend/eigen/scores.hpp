@@ -163,7 +163,8 @@ void pivot_row_sum(const Tensor& t, index_t c, token_t q, double* acc) {
 /// SPEC step 3 scores from layer `c`: out[k * N + j] = v_{P[k]}[j], the head
 /// mean of row P[k] (all j) or of column P[k] (j in the candidates).
 /// Column scores take one pass over the candidate rows of layer c. `then`,
-/// when >= 0, is the pivot whose rows the caller reads next (prefetched).
+/// when >= 0, is the pivot whose rows the caller reads next (each row's first
+/// line prefetched).
 template <class Tensor>
 status complementary_scores(const Tensor& t, index_t c, const std::vector<token_t>& pivots, const plan& p, direction dir,
                             std::vector<double>& out, token_t then = -1) {
