@@ -194,7 +194,7 @@ TEST_CASE("the builder's loops give their scalar results at every SIMD level", "
       for (double& v : want) v /= static_cast<double>(heads);
       INFO("heads " << heads << (bad ? ", one non-finite" : ""));
       REQUIRE(cpu::divide_finite(y.data(), n, heads) == !bad);
-      REQUIRE(std::memcmp(y.data(), want.data(), y.size() * sizeof(double)) == 0);
+      REQUIRE((y.empty() || std::memcmp(y.data(), want.data(), y.size() * sizeof(double)) == 0));
     }
   }
 }

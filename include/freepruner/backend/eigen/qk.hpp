@@ -271,8 +271,9 @@ inline auto consecutive_from(index_t first) {
   return [first](index_t k) { return first + k; };
 }
 
+// The head mean's division; Q/K scores are finite by construction.
 inline void divide(double* x, std::size_t count, index_t heads) {
-  for (std::size_t k = 0; k < count; ++k) x[k] /= static_cast<double>(heads);
+  static_cast<void>(divide_finite(x, static_cast<index_t>(count), heads));
 }
 
 /// (1) SPEC steps 0-1 for one layer: r[i] = (1/H)(sum_h sum_j A_h[j][i] -
