@@ -117,8 +117,8 @@ static void check_paths_agree() {
 }
 
 TEST_CASE("check_spread finds the extremes wherever they lie", "[kernels][errors]") {
-  // Its four lanes and the remainder: every position of the minimum and the
-  // maximum, in ranges that start past 0 as the candidates do.
+  // Every position of the minimum and the maximum, in ranges that start
+  // past 0 as the candidates do.
   for (index_t first : {index_t(0), index_t(3)})
     for (index_t m = 1; m <= 13; ++m)
       for (index_t a = first; a < first + m; ++a)

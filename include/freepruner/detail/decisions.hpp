@@ -237,9 +237,8 @@ class complement_builder {
   status add(const S* v, token_t pivot) {
     const index_t first = plan_.first, last = plan_.last;
     // v over C without the pivot's own entry; the spread over all of C (as
-    // check_spread); the affinity over C (a pivot's own is dropped at the end).
+    // check_spread); the affinity over C \ {p} (pivots' own are zero at the end).
     S lo = v[pivot], hi = v[pivot];
-    affinity_[static_cast<std::size_t>(pivot)] += v[pivot];
     loops_.scan(v, first, pivot, affinity_.data(), scratch_.data(), lo, hi);
     loops_.scan(v, pivot + 1, last, affinity_.data(), scratch_.data() + (pivot - first), lo, hi);
     if (auto s = spread_status(lo, hi, "the complementary scores v_p"); !s) return s;

@@ -120,24 +120,12 @@ status spread_status(S lo, S hi, const char* what) {
 template <class S>
 status check_spread(const S* x, index_t first, index_t last, const char* what) {
   if (first >= last) return {};
-  // Four lanes: one min/max chain is latency-bound (about 1 us at N = 577,
-  // once per pivot). The values are finite, so the order does not matter.
-  S lo[4] = {x[first], x[first], x[first], x[first]}, hi[4] = {x[first], x[first], x[first], x[first]};
-  index_t i = first + 1;
-  for (; i + 4 <= last; i += 4)
-    for (int k = 0; k < 4; ++k) {
-      lo[k] = x[i + k] < lo[k] ? x[i + k] : lo[k];
-      hi[k] = x[i + k] > hi[k] ? x[i + k] : hi[k];
-    }
-  for (; i < last; ++i) {
-    lo[0] = x[i] < lo[0] ? x[i] : lo[0];
-    hi[0] = x[i] > hi[0] ? x[i] : hi[0];
+  S lo = x[first], hi = x[first];
+  for (index_t i = first + 1; i < last; ++i) {
+    lo = x[i] < lo ? x[i] : lo;
+    hi = x[i] > hi ? x[i] : hi;
   }
-  for (int k = 1; k < 4; ++k) {
-    lo[0] = lo[k] < lo[0] ? lo[k] : lo[0];
-    hi[0] = hi[k] > hi[0] ? hi[k] : hi[0];
-  }
-  return spread_status(lo[0], hi[0], what);
+  return spread_status(lo, hi, what);
 }
 
 // SPEC step 5: the budget's exact token count m for M candidates.
