@@ -2,7 +2,9 @@
 // and the SIMD paths of the column-sum pass, which must agree to the bit.
 
 #include <algorithm>
+#include <cmath>
 #include <cstring>
+#include <limits>
 #include <numeric>
 #include <vector>
 
@@ -116,6 +118,59 @@ static void check_paths_agree() {
   }
 }
 
+// Rows of cpu::long_row elements or more take the pass's other stream count
+// and its far prefetch: the sums must stay those of the reference, at every
+// SIMD level, and the tokens those of fpref::select.
+template <class E>
+static void check_long_rows() {
+  simd_cap_guard guard;
+  for (index_t n : {cpu::long_row - 1, cpu::long_row, cpu::long_row + 7}) {
+    const int heads = fptest::uniform_int(1, 2);
+    const auto wide = fptest::widen(fptest::convert<E>(fptest::random_maps(1, heads, static_cast<int>(n))));
+    const auto maps = fptest::convert<E>(wide);
+    const freepruner::attention_view<const E> v(maps.data(), 1, heads, n);
+    const auto N = static_cast<std::size_t>(n);
+    std::vector<double> want(N, 0.0);
+    for (int h = 0; h < heads; ++h)
+      for (std::size_t j = 0; j < N; ++j)
+        for (std::size_t i = 0; i < N; ++i) want[i] += wide[(static_cast<std::size_t>(h) * N + j) * N + i];
+    for (std::size_t i = 0; i < N; ++i) {
+      for (int h = 0; h < heads; ++h) want[i] -= wide[(static_cast<std::size_t>(h) * N + i) * N + i];
+      want[i] /= heads;
+    }
+    std::vector<std::vector<double>> degrees;
+    for (int level = 0; level <= static_cast<int>(cpu::detected_simd()); ++level) {
+      cpu::simd_cap().store(level);
+      degrees.push_back(freepruner::contribution_degree(v, 0));
+    }
+    INFO("N " << n << ", H " << heads);
+    for (std::size_t i = 0; i < N; ++i) {
+      INFO("token " << i);
+      REQUIRE(degrees[0][i] == Approx(want[i]).epsilon(1e-12));
+    }
+    for (std::size_t k = 1; k < degrees.size(); ++k) {
+      INFO("simd level " << k << " against scalar");
+      REQUIRE(std::memcmp(degrees[k].data(), degrees[0].data(), N * sizeof(double)) == 0);
+    }
+    fpref::config c;
+    c.heads = heads;
+    c.tokens = static_cast<int>(n);
+    c.prefix = 1;
+    c.kind = fpref::budget_kind::ratio;
+    c.budget_value = 0.5;
+    const auto ref = fpref::select(wide, c);
+    const auto got = freepruner::select(v, fptest::budget_of(c), fptest::options_of(c));
+    REQUIRE(got.indices == fptest::tokens_of(ref.indices));
+    REQUIRE(got.pivotal == fptest::tokens_of(ref.pivotal));
+  }
+}
+
+TEST_CASE("the degree pass sums long rows as the reference does, at every SIMD level", "[kernels][determinism]") {
+  check_long_rows<float>();
+  check_long_rows<double>();
+  check_long_rows<Eigen::half>();
+}
+
 TEST_CASE("check_spread finds the extremes wherever they lie", "[kernels][errors]") {
   // Every position of the minimum and the maximum, in ranges that start
   // past 0 as the candidates do.
@@ -146,6 +201,73 @@ TEST_CASE("scalar, SSE2 and AVX2 column sums agree to the bit", "[kernels][deter
   check_paths_agree<double>();
   check_paths_agree<Eigen::half>();
   check_paths_agree<Eigen::bfloat16>();
+}
+
+TEST_CASE("fp16 rows summed in float where that is exact give the double sums' bits", "[kernels][determinism]") {
+  // Sums below 1, reaching 1 (an attention sink), just below 1 and at 1,
+  // subnormals, negatives, -0, NaN and infinities, in 32-column blocks and
+  // their tails; every level against the double sums in row order.
+  simd_cap_guard guard;
+  using half = Eigen::half;
+  // A subnormal: its last bit is 2^-24, lost in a float sum at or above 1.
+  auto tiny = [] { return half(std::ldexp(static_cast<float>(fptest::uniform_int(1, 1023)), -24)); };
+  for (int t = 0; t < 600; ++t) {
+    const int count = fptest::uniform_int(1, 8), kind = t % 8;
+    const index_t n = fptest::uniform_int(1, 100);
+    const auto N = static_cast<std::size_t>(n);
+    std::vector<std::vector<half>> data(static_cast<std::size_t>(count), std::vector<half>(N));
+    for (auto& row : data)
+      for (auto& x : row) {
+        switch (kind) {
+          case 0: x = half(static_cast<float>(fptest::uniform(0, 1.0 / 8))); break;        // below 1: float
+          case 1: x = fptest::uniform_int(0, 1) ? half(static_cast<float>(fptest::uniform(0.3, 0.9))) : tiny(); break;  // >= 1
+          case 2: x = tiny(); break;
+          case 3: x = fptest::uniform_int(0, 1) ? half(static_cast<float>(fptest::uniform(-0.9, 0.9))) : tiny(); break;  // < 0
+          default: x = half(static_cast<float>(fptest::uniform(0, 1.0 / 16))); break;
+        }
+      }
+    // One column whose block sums to 1 - 2^-(10 + rows) (kind 4), to 1, or
+    // to 1 + 2^-24, which a float sum rounds to 1 (kind 5), or holds -0, a NaN
+    // or an infinity.
+    const auto col = static_cast<std::size_t>(fptest::uniform_int(0, static_cast<int>(n) - 1));
+    const auto row = static_cast<std::size_t>(fptest::uniform_int(0, count - 1));
+    if (kind == 4 || kind == 5) {
+      data[0][col] = half(count == 1 && kind == 5 ? 1.0f : 1.0f - std::ldexp(1.0f, -11));
+      for (int r = 1; r < count; ++r)
+        data[static_cast<std::size_t>(r)][col] = half(kind == 4 ? std::ldexp(1.0f, -11 - r) : 0.0f);
+      if (kind == 5 && count > 1) data[1][col] = half(std::ldexp(1.0f, -11));
+      if (kind == 5 && count > 2) data.back()[col] = half(std::ldexp(1.0f, -24));
+    }
+    if (kind == 6) data[row][col] = half(-0.0f);
+    if (kind == 7) {
+      const float special[] = {std::numeric_limits<float>::quiet_NaN(), std::numeric_limits<float>::infinity(),
+                               -std::numeric_limits<float>::infinity()};
+      data[row][col] = half(special[fptest::uniform_int(0, 2)]);
+    }
+    std::vector<const half*> rows;
+    for (auto& r : data) rows.push_back(r.data());
+    std::vector<double> init(N);
+    for (auto& a : init) a = fptest::uniform_int(0, 1) ? fptest::uniform(0, 4) : 0.0;
+    std::vector<double> want = init;
+    for (std::size_t j = 0; j < N; ++j) {
+      double sum = 0;
+      for (const auto& r : data) sum += static_cast<double>(static_cast<float>(r[j]));
+      want[j] += sum;
+    }
+    for (int level = 0; level <= static_cast<int>(cpu::detected_simd()); ++level) {
+      cpu::simd_cap().store(level);
+      std::vector<double> acc = init;
+      cpu::add_rows(rows.data(), count, n, 1, acc.data());
+      INFO("trial " << t << ", kind " << kind << ", rows " << count << ", N " << n << ", level " << level);
+      for (std::size_t j = 0; j < N; ++j) {
+        INFO("column " << j << ": " << acc[j] << " against " << want[j]);
+        if (std::isnan(want[j]))
+          REQUIRE(std::isnan(acc[j]));
+        else
+          REQUIRE(std::memcmp(&acc[j], &want[j], sizeof(double)) == 0);
+      }
+    }
+  }
 }
 
 TEST_CASE("the builder's loops give their scalar results at every SIMD level", "[kernels][determinism]") {

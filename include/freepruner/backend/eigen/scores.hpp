@@ -93,32 +93,27 @@ class fast_loops : public scalar_loops {
   mutable std::vector<double> tmp_;
 };
 
-/// SPEC steps 0-1 for layer `l`, one pass over its maps:
-/// r[i] = (1/H) (sum_h sum_j A[h][j][i] - sum_h A[h][i][i]), for i in 0..N-1.
-/// `diagonal` is scratch of N values.
-template <class Tensor>
-status contribution_degree(const Tensor& t, index_t l, double* r, std::vector<double>& diagonal) {
+/// The column sums and the diagonal of layer `l`, added into r and diagonal.
+/// The H*N rows (h, i) form `Streams` segments read side by side, so each
+/// block sums rows that are far apart in memory. An odd segment length keeps
+/// the streams off a common power-of-two distance: at N = 4096 an even one
+/// put all four in the same DRAM banks and cache sets (3.3x slower).
+template <int Streams, class Tensor>
+void degree_pass(const Tensor& t, index_t l, double* r, double* diagonal) {
   using tr = attention_traits<Tensor>;
-  using value_type = typename tr::value_type;
   const auto e = tr::extents(t);
   const index_t heads = e[1], n = e[2], ks = tr::key_stride(t);
-  std::fill(r, r + n, 0.0);
-  diagonal.assign(static_cast<std::size_t>(n), 0.0);
-  // The H*N rows (h, i) form row_block segments read side by side, so each
-  // block sums rows that are far apart in memory. An odd segment length keeps
-  // the streams off a common power-of-two distance: at N = 4096 an even one
-  // put all four in the same DRAM banks and cache sets (3.3x slower).
-  const index_t total = heads * n, segment = ((total + row_block - 1) / row_block) | 1;
-  index_t head[row_block], query[row_block];  // each segment's cursor (no division per row)
-  for (int k = 0; k < row_block; ++k) {
+  const index_t total = heads * n, segment = ((total + Streams - 1) / Streams) | 1;
+  index_t head[Streams], query[Streams];  // each segment's cursor (no division per row)
+  for (int k = 0; k < Streams; ++k) {
     head[k] = (k * segment) / n;
     query[k] = (k * segment) % n;
   }
-  const value_type* rows[row_block];
-  index_t at[row_block];
+  const typename tr::value_type* rows[Streams];
+  index_t at[Streams];
   for (index_t step = 0; step < segment; ++step) {
     int count = 0;
-    for (int k = 0; k < row_block && k * segment + step < total; ++k) {
+    for (int k = 0; k < Streams && k * segment + step < total; ++k) {
       at[count] = query[k];
       rows[count++] = tr::row(t, l, head[k], query[k]);
       if (++query[k] == n) {
@@ -129,8 +124,26 @@ status contribution_degree(const Tensor& t, index_t l, double* r, std::vector<do
     add_rows(rows, count, n, ks, r);
     // The diagonal after the rows are in cache: read first, it would start
     // each row's stream mid-row and defeat the prefetcher (1.8x slower).
-    for (int k = 0; k < count; ++k) diagonal[static_cast<std::size_t>(at[k])] += to_double(rows[k][at[k] * ks]);
+    for (int k = 0; k < count; ++k) diagonal[at[k]] += to_double(rows[k][at[k] * ks]);
   }
+}
+
+/// SPEC steps 0-1 for layer `l`, one pass over its maps:
+/// r[i] = (1/H) (sum_h sum_j A[h][j][i] - sum_h A[h][i][i]), for i in 0..N-1.
+/// `diagonal` is scratch of N values.
+template <class Tensor>
+status contribution_degree(const Tensor& t, index_t l, double* r, std::vector<double>& diagonal) {
+  using value_type = typename attention_traits<Tensor>::value_type;
+  const auto e = attention_traits<Tensor>::extents(t);
+  const index_t heads = e[1], n = e[2];
+  std::fill(r, r + n, 0.0);
+  diagonal.assign(static_cast<std::size_t>(n), 0.0);
+  // fp16 is bound by its conversions at any N: eight rows a block widen each
+  // float sum (add_rows_avx2_half) half as often, 1.15-1.35x faster at N = 257-1024.
+  if (n >= long_row || std::is_same<value_type, Eigen::half>::value)
+    degree_pass<long_row_block>(t, l, r, diagonal.data());
+  else
+    degree_pass<row_block>(t, l, r, diagonal.data());
   for (index_t i = 0; i < n; ++i) r[i] = (r[i] - diagonal[static_cast<std::size_t>(i)]) / static_cast<double>(heads);
   // A NaN or infinity read, or a sum that overflowed, leaves r non-finite.
   if (!Eigen::Map<const Eigen::ArrayXd>(r, n).allFinite()) return locate_non_finite(t, l, {}, {});
