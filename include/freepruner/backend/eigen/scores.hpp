@@ -139,7 +139,7 @@ status contribution_degree(const Tensor& t, index_t l, double* r, std::vector<do
   std::fill(r, r + n, 0.0);
   diagonal.assign(static_cast<std::size_t>(n), 0.0);
   // fp16 is bound by its conversions at any N: eight rows a block widen each
-  // float sum (add_rows_avx2_half) half as often, 1.15-1.35x faster at N = 257-1024.
+  // float sum (add_rows_avx2_half) half as often, 1.14-1.40x faster at N = 257-1024.
   if (n >= long_row || std::is_same<value_type, Eigen::half>::value)
     degree_pass<long_row_block>(t, l, r, diagonal.data());
   else
