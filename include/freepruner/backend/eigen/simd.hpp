@@ -1,7 +1,9 @@
 #pragma once
 // The CPU backend's inner loop: acc[j] += (((0 + x_0[j]) + x_1[j]) + ...) over a
 // block of rows, in double. Scalar, SSE2 (the x86-64 baseline) and AVX2+F16C
-// (chosen at run time) paths add in the same order, so they agree to the bit.
+// (chosen at run time) paths add in the same order, so they agree to the bit;
+// the AVX2 fp16 path sums in float only where that sum is exact, which gives
+// the same doubles.
 
 #include <atomic>
 #include <cmath>
