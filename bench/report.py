@@ -82,17 +82,34 @@ eight rows by eight columns take 10 conversions instead of 24. Against
 widening every value, run in turn, the fp16 cases went from 1.5-2.0x to
 1.05-1.35x the read (23 CLIP layers, batch 8, AnyRes, Qwen2-VL).
 
+bf16 maps have no such trick: a bf16 value's last bit can lie anywhere, so
+a float sum of them is not exact, and every value is widened to double. The
+pass runs at about 6-7 G values/s (12-14 GB/s), bound by the conversions:
+with the maps in L1, the fastest of four widenings tried (shift and mask to
+float, then float to double; straight to double with integer shifts; via a
+scratch buffer) reached 8 G values/s, against 13.7 for float32 maps, whose
+conversion reads memory directly. bf16 cases therefore run at 2-3x the read
+of their (half-size) bytes.
+
 """
 
 FOOTER = """
 ![time against N](performance_scaling.png)
 
-The selection share is the part of `select` that is not the contribution
-pass: the pivot rows read again and the per-pivot fences. It grows with the
-number of pivots (about 9 % of the tokens with these maps), and at large N
-the rows read again are a tenth of a layer: they come from DRAM, 16 short
-runs a pivot, at about three quarters of the pass's speed (15 GB/s at
-N = 2048).
+The scaling cases also run `select` as its public stages, each timed in the
+same iteration: the contribution passes (`contribution_degree` per layer),
+then steps 2-5 (`pivotal_tokens`, `complementary_tokens`, `fit_budget`),
+checked to give `select`'s answer. The selection share is steps / (passes +
+steps), from the two minimums: the pivot rows read again and the per-pivot
+fences (at N = 577 with the rows in cache, 2.7 us a pivot, of which a
+profile gives half to the quickselects of the quartiles, a third to summing
+the rows and the rest to the fused loops). The share falls from about 15 %
+at N = 577 to 10 % at 4096. The pivots are about 9 % of the tokens with
+these maps, so steps 2-5 read a tenth of the complementary layer again, 16
+rows a pivot, and compute one fence per pivot over N scores. At N = 2048
+they take 2.5 ms with those rows in cache and 2.5-2.7 ms right after the
+pass: summing the rows and the quickselects take about as long as each
+other, and the rows coming from DRAM add little.
 
 The PyTorch comparison (`python3 bench/torch_compare.py
 build/bench/libfreepruner_capi.so`) runs a straightforward vectorized PyTorch
@@ -116,7 +133,7 @@ def main():
     os.makedirs(docs, exist_ok=True)
 
     cases = run(binary, "^select/" if not quick else "^select/f32/clip336_L2/")
-    scaling = run(binary, "^scaling/" if not quick else "^scaling/f32/N(257|577)$")
+    scaling = run(binary, "^scaling/" if not quick else "^scaling/f32/N(257|577)/")
     ctx = cases["context"]
 
     lines = [f"Machine: {ctx.get('num_cpus')} CPUs at {ctx.get('mhz_per_cpu')} MHz, "
@@ -128,14 +145,15 @@ def main():
         lines.append(f"| {shape} | {dtype} | {budget} | {b['select_ms']:.2f} | {b['read_ms']:.2f} | "
                      f"{b['x_read']:.2f} | {int(b['kept'])} |")
     lines += ["", "Scaling in N (2 layers, 16 heads, float32, ratio 0.5):", "",
-              "| N | MB | select (ms) | contribution pass (ms) | read once (ms) | select / read | selection share | pivotal |",
-              "|---:|---:|---:|---:|---:|---:|---:|---:|"]
+              "| N | MB | select (ms) | contribution pass (ms) | steps 2-5 (ms) | read once (ms) | select / read "
+              "| selection share | pivotal |",
+              "|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     ns, sel, pas, rd = [], [], [], []
     for b in scaling["benchmarks"]:
         n = int(b["run_name"].split("/")[2][1:])
         mb = 2 * 16 * n * n * 4 / 1e6
         ns.append(n), sel.append(b["select_ms"]), pas.append(b["pass_ms"]), rd.append(b["read_ms"])
-        lines.append(f"| {n} | {mb:.0f} | {b['select_ms']:.2f} | {b['pass_ms']:.2f} | {b['read_ms']:.2f} | "
+        lines.append(f"| {n} | {mb:.0f} | {b['select_ms']:.2f} | {b['pass_ms']:.2f} | {b['steps_ms']:.2f} | {b['read_ms']:.2f} | "
                      f"{b['x_read']:.2f} | {100 * b['share_select']:.1f} % | {int(b['pivotal'])} |")
     table = "\n".join(lines) + "\n"
     with open(os.path.join(docs, "performance.md"), "w") as f:
