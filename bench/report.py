@@ -109,7 +109,13 @@ these maps, so steps 2-5 read a tenth of the complementary layer again, 16
 rows a pivot, and compute one fence per pivot over N scores. At N = 2048
 they take 2.5 ms with those rows in cache and 2.5-2.7 ms right after the
 pass: summing the rows and the quickselects take about as long as each
-other, and the rows coming from DRAM add little.
+other, and the rows coming from DRAM add little. At N = 4096 (368 pivots) a
+pivot costs 28 us with its rows in DRAM: about half to sum its 16 rows,
+a third to the quickselects, the rest to the fused loops. Those rows
+are 4.5 % of the two layers' bytes; even if they cost nothing, the
+quickselects, the fused loops and the budget order (5.6 ms against a 92 ms
+pass) would leave the share at 5.7 %. The complementary layer's own pivots
+are known only after its pass, so their rows cannot be summed during it.
 
 The PyTorch comparison (`python3 bench/torch_compare.py
 build/bench/libfreepruner_capi.so`) runs a straightforward vectorized PyTorch
