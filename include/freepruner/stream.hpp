@@ -88,7 +88,7 @@
 #include <variant>
 #include <vector>
 
-#include <Eigen/Core>
+#include "detail/eigen.hpp"
 
 #include "backend/eigen/qk.hpp"
 #include "backend/eigen/scores.hpp"

@@ -38,7 +38,7 @@
 #include <type_traits>
 #include <vector>
 
-#include <Eigen/Core>
+#include "../../detail/eigen.hpp"
 
 #include "../../detail/validate.hpp"
 #include "../../error.hpp"

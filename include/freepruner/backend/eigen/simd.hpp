@@ -11,7 +11,7 @@
 #include <cstring>
 #include <type_traits>
 
-#include <Eigen/Core>
+#include "../../detail/eigen.hpp"
 
 #include "../../config.hpp"
 
