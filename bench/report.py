@@ -9,6 +9,7 @@ time measured in this one run, on this machine.
 """
 import json
 import os
+import re
 import platform
 import subprocess
 import sys
@@ -162,8 +163,14 @@ def main():
         lines.append(f"| {n} | {mb:.0f} | {b['select_ms']:.2f} | {b['pass_ms']:.2f} | {b['steps_ms']:.2f} | {b['read_ms']:.2f} | "
                      f"{b['x_read']:.2f} | {100 * b['share_select']:.1f} % | {int(b['pivotal'])} |")
     table = "\n".join(lines) + "\n"
-    with open(os.path.join(docs, "performance.md"), "w") as f:
-        f.write(HEADER + table + FOOTER)
+    # The llama.cpp section is bench/llama_cpp_share.py's: kept as it is.
+    path, kept = os.path.join(docs, "performance.md"), ""
+    if os.path.exists(path):
+        with open(path) as f:
+            m = re.search(r"<!-- llama\.cpp: .*?<!-- end of the llama\.cpp section -->\n?", f.read(), re.S)
+            kept = "\n" + m.group(0) if m else ""
+    with open(path, "w") as f:
+        f.write(HEADER + table + FOOTER + kept)
     print(table)
 
     fig, ax = plt.subplots(figsize=(6.4, 4.2), dpi=120)

@@ -177,6 +177,7 @@ inline bool read_tower(const char * mmproj_path, int layers, tower & out, std::s
 struct capture {
     tower  vision;
     route  input = route::qk;
+    bool   armed = true;  // false: ask for nothing, as if no callback were set
 
     // Per image. q/k: ggml [d_head, n_head, n_pos], i.e. C order [N][H][d];
     // maps: each block's ggml [n_kv, n_q, n_head], i.e. C order [H][N][N],
@@ -277,6 +278,9 @@ struct capture {
 
     // The scheduler's eval callback (ggml_backend_sched_eval_callback).
     bool eval(ggml_tensor * t, bool ask) {
+        if (!armed) {
+            return !ask;
+        }
         const int il_q = detail::layer_of(t->name, "Qcur");
         if (ask && il_q > deepest_seen) {
             deepest_seen = il_q;

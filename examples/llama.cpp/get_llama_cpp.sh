@@ -11,7 +11,8 @@
 #
 #   examples/llama.cpp/get_llama_cpp.sh [PREFIX]      (default: build-llama.cpp)
 #
-# Needs cmake, a C++ compiler and python3 with pip or venv.
+# Needs cmake, a C++ compiler and python3 with pip or venv. Exit 75: PyPI
+# could not be reached.
 set -euo pipefail
 
 version=0.3.36   # vendors llama.cpp 0c1e5709
@@ -33,8 +34,11 @@ fi
 sdist="$prefix/download/llama_cpp_python-$version.tar.gz"
 if [ ! -f "$sdist" ] || ! echo "$sha256  $sdist" | sha256sum -c --quiet - 2>/dev/null; then
   rm -f "$sdist"
-  "${pip[@]}" download --quiet --disable-pip-version-check --no-deps --no-binary :all: \
-    -d "$prefix/download" "llama-cpp-python==$version"
+  if ! "${pip[@]}" download --quiet --disable-pip-version-check --no-deps --no-binary :all: \
+      -d "$prefix/download" "llama-cpp-python==$version"; then
+    echo "get_llama_cpp.sh: cannot download llama-cpp-python==$version from PyPI" >&2
+    exit 75
+  fi
 fi
 echo "$sha256  $sdist" | sha256sum -c --quiet - || {
   echo "get_llama_cpp.sh: $sdist does not have the pinned SHA-256" >&2

@@ -7,8 +7,10 @@
 //   llava_prune -m text.gguf --mmproj mmproj.gguf --image photo.jpg --budget 288
 //
 // --route qk (flash attention on) or maps (off); --budget off runs the stock
-// pipeline. --dump DIR writes what the tests compare (.npy); --json FILE a summary.
+// pipeline. --dump DIR writes what the tests compare (.npy); --json FILE a summary;
+// --repeat R times R more encodes of the image without and with the capture.
 
+#include <algorithm>
 #include <chrono>
 #include <cinttypes>
 #include <cmath>
@@ -29,7 +31,7 @@ namespace {
 struct args {
     std::string model, mmproj, image, prompt, dump, json, budget = "0.5";
     fp_mtmd::route input = fp_mtmd::route::qk;
-    int  n_predict = 8, threads = 2, layers = 2;
+    int  n_predict = 8, threads = 2, layers = 2, repeat = 0;
     bool verbose = false;
 };
 
@@ -80,6 +82,8 @@ args parse(int argc, char ** argv) {
             a.n_predict = int_arg("-n", v, 0, 4096);
         } else if (f == "-t") {
             a.threads = int_arg("-t", v, 1, 1024);
+        } else if (f == "--repeat") {
+            a.repeat = int_arg("--repeat", v, 0, 1000);
         } else if (f == "--layers") {
             a.layers = int_arg("--layers", v, 1, 1024);
         } else if (f == "--dump") {
@@ -184,9 +188,20 @@ bool decode(llama_context * lctx, const llama_token * tokens, const float * embd
     return ok;
 }
 
+double median(std::vector<double> v) {
+    std::sort(v.begin(), v.end());
+    return v.size() % 2 ? v[v.size() / 2] : 0.5 * (v[v.size() / 2 - 1] + v[v.size() / 2]);
+}
+
+struct report;
+void bench(mtmd_context * mctx, const mtmd_input_chunk * chunk, fp_mtmd::capture & cap, const freepruner::budget & budget,
+           int repeat, report & out);
+
 struct report {
     int64_t rows = 0, decoded = 0, kv_image = 0, prompt_positions = 0, generated = 0;
     double  encode_ms = 0, select_ms = 0;
+    // --repeat: medians of the plain encode, the encode with the capture, select.
+    double  bench_plain_ms = 0, bench_capture_ms = 0, bench_select_ms = 0;
     fp_mtmd::pruned p;
     std::string text;
     std::vector<llama_token> generated_tokens;
@@ -215,6 +230,38 @@ std::string json_string(const std::string & s) {
         }
     }
     return o + "\"";
+}
+
+// Encodes `repeat` more times, the plain encode and the captured one in turn
+// (the capture's cost is its copies and the graph splits it asks for).
+void bench(mtmd_context * mctx, const mtmd_input_chunk * chunk, fp_mtmd::capture & cap, const freepruner::budget & budget,
+           int repeat, report & out) {
+    std::vector<double> plain, captured, selected;
+    std::string error;
+    fp_mtmd::pruned p;
+    for (int i = 0; i < repeat; ++i) {
+        cap.armed     = false;
+        auto t0       = std::chrono::steady_clock::now();
+        const bool ok = mtmd_encode_chunk(mctx, chunk) == 0;
+        plain.push_back(ms_since(t0));
+        cap.armed = true;
+        cap.begin();
+        t0 = std::chrono::steady_clock::now();
+        if (!ok || mtmd_encode_chunk(mctx, chunk) != 0) {
+            break;
+        }
+        captured.push_back(ms_since(t0));
+        t0 = std::chrono::steady_clock::now();
+        if (!fp_mtmd::select(cap, budget, p, error)) {
+            break;
+        }
+        selected.push_back(ms_since(t0));
+    }
+    if (selected.size() == static_cast<size_t>(repeat)) {
+        out.bench_plain_ms   = median(plain);
+        out.bench_capture_ms = median(captured);
+        out.bench_select_ms  = median(selected);
+    }
 }
 
 int run(const args & a) {
@@ -355,6 +402,9 @@ int run(const args & a) {
         }
         out.kv_image = llama_memory_seq_pos_max(mem, 0) - before;
         n_past += static_cast<llama_pos>(out.decoded);
+        if (rc == 0 && prune && a.repeat > 0) {
+            bench(mctx.get(), chunk, cap, budget, a.repeat, out);
+        }
     }
     out.prompt_positions = rc == 0 ? llama_memory_seq_pos_max(mem, 0) + 1 : 0;
 
@@ -394,6 +444,16 @@ int run(const args & a) {
         } else {
             std::printf("freepruner: off, %lld image rows; image encode %.2f ms\n", static_cast<long long>(out.rows),
                         out.encode_ms);
+        }
+        if (out.bench_plain_ms > 0) {
+            std::printf("bench (%d encodes each, medians): encode %.1f ms, with the capture %.1f ms (%+.2f %%), "
+                        "select %.2f ms (%.2f %% of the encode)\n",
+                        a.repeat, out.bench_plain_ms, out.bench_capture_ms,
+                        100.0 * (out.bench_capture_ms - out.bench_plain_ms) / out.bench_plain_ms, out.bench_select_ms,
+                        100.0 * out.bench_select_ms / out.bench_plain_ms);
+        } else if (a.repeat > 0) {
+            std::fprintf(stderr, "llava_prune: --repeat: an encode or select failed\n");
+            rc = 1;
         }
         std::printf("prompt: %lld positions; generated %lld tokens: %s\n",
                     static_cast<long long>(out.prompt_positions), static_cast<long long>(out.generated),
@@ -437,6 +497,10 @@ int run(const args & a) {
         j += ",\"prompt_positions\":" + std::to_string(out.prompt_positions);
         j += ",\"generated\":" + json_list(out.generated_tokens);
         j += ",\"encode_ms\":" + std::to_string(out.encode_ms) + ",\"select_ms\":" + std::to_string(out.select_ms);
+        j += ",\"threads\":" + std::to_string(a.threads) + ",\"repeat\":" + std::to_string(a.repeat);
+        j += ",\"bench_encode_ms\":" + std::to_string(out.bench_plain_ms);
+        j += ",\"bench_capture_ms\":" + std::to_string(out.bench_capture_ms);
+        j += ",\"bench_select_ms\":" + std::to_string(out.bench_select_ms);
         j += ",\"kept\":" + json_list(out.p.kept.indices) + ",\"pivotal\":" + json_list(out.p.kept.pivotal);
         j += ",\"rows\":" + json_list(out.p.out_rows) + "}\n";
         FILE * f = std::fopen(a.json.c_str(), "w");

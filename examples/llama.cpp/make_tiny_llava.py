@@ -110,9 +110,9 @@ def mmproj(gguf, path, a, rng):
 
 
 def text_model(gguf, path, a, rng):
-    """A two-block llama with a byte-fallback SentencePiece vocabulary."""
+    """A two-block llama (float16 matrices) with a byte-fallback SentencePiece vocabulary."""
     w = gguf.GGUFWriter(path, "llama")
-    n, heads, ff, blocks = a.text_width, 4, 2 * a.text_width, 2
+    n, heads, ff, blocks = a.text_width, 4, min(2 * a.text_width, 512), 2
     words = ["\u2581", "\u2581a", "\u2581the", "\u2581image", "\u2581USER:", "\u2581ASSISTANT:", "\u2581Describe"]
     tokens = ["<unk>", "<s>", "</s>"] + [f"<0x{b:02X}>" for b in range(256)] + words
     types = [2, 3, 3] + [6] * 256 + [1] * len(words)
@@ -126,7 +126,7 @@ def text_model(gguf, path, a, rng):
     w.add_head_count_kv(heads)
     w.add_rope_dimension_count(n // heads)
     w.add_layer_norm_rms_eps(1e-5)
-    w.add_file_type(0)
+    w.add_file_type(1)
     w.add_vocab_size(len(tokens))
     w.add_tokenizer_model("llama")
     w.add_token_list(tokens)
@@ -137,17 +137,18 @@ def text_model(gguf, path, a, rng):
     w.add_unk_token_id(0)
     w.add_add_bos_token(True)
     f32 = lambda *s, std: rng.standard_normal(s, dtype=np.float32) * np.float32(std)
+    f16 = lambda *s, std: f32(*s, std=std).astype(np.float16)
     ones = lambda k: np.ones(k, dtype=np.float32)
     w.add_tensor("token_embd.weight", f32(len(tokens), n, std=1.0))
     for il in range(blocks):
         p = f"blk.{il}."
         w.add_tensor(p + "attn_norm.weight", ones(n))
         for name in ("attn_q", "attn_k", "attn_v", "attn_output"):
-            w.add_tensor(p + name + ".weight", f32(n, n, std=n ** -0.5))
+            w.add_tensor(p + name + ".weight", f16(n, n, std=n ** -0.5))
         w.add_tensor(p + "ffn_norm.weight", ones(n))
-        w.add_tensor(p + "ffn_gate.weight", f32(ff, n, std=n ** -0.5))
-        w.add_tensor(p + "ffn_up.weight", f32(ff, n, std=n ** -0.5))
-        w.add_tensor(p + "ffn_down.weight", f32(n, ff, std=ff ** -0.5))
+        w.add_tensor(p + "ffn_gate.weight", f16(ff, n, std=n ** -0.5))
+        w.add_tensor(p + "ffn_up.weight", f16(ff, n, std=n ** -0.5))
+        w.add_tensor(p + "ffn_down.weight", f16(n, ff, std=ff ** -0.5))
     w.add_tensor("output_norm.weight", ones(n))
     w.add_tensor("output.weight", f32(len(tokens), n, std=n ** -0.5))
     write(w)

@@ -86,8 +86,9 @@ struct preset {
   std::optional<index_t> kept_tokens(const budget& b) const {
     return freepruner::kept_tokens(b, select_tokens(), select_options);
   }
-  /// The same encoder with CLS after the patches, as llama.cpp's graph
-  /// concatenates it (name + "-cls-last"). Unchanged when there is no CLS.
+  /// The same encoder with CLS after the patches (name + "-cls-last").
+  /// Unchanged when there is no CLS. llama.cpp's LLaVA graph appends CLS
+  /// but also drops patch 0: see docs/integration-llama.cpp.md.
   preset with_cls_last() const {
     preset p = *this;
     if (p.select_options.prefix_tokens >= 1) {
