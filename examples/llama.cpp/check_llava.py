@@ -165,9 +165,11 @@ def main():
             p = r.llava("error", *flags, expect=1)
             expect(p.returncode == code and words in p.stderr,
                    f"{' '.join(flags)}: exit {p.returncode}, message {p.stderr.strip()!r}")
-        p = subprocess.run([a.exe, "-m", "missing.gguf", "--mmproj", "missing.gguf", "--image", a.image],
-                           capture_output=True, text=True, errors="replace")
-        expect(p.returncode == 1 and "missing.gguf" in p.stderr, f"a missing mmproj: {p.stderr.strip()!r}")
+        text = os.path.join(a.models, "tiny", "text.gguf")
+        for mmproj, words in (("missing.gguf", "missing.gguf"), (text, "clip.vision.block_count is missing")):
+            p = subprocess.run([a.exe, "-m", text, "--mmproj", mmproj, "--image", a.image], capture_output=True,
+                               text=True, errors="replace")
+            expect(p.returncode == 1 and words in p.stderr, f"mmproj {os.path.basename(mmproj)}: {p.stderr.strip()!r}")
 
 
 if __name__ == "__main__":

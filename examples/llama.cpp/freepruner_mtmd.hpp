@@ -151,8 +151,9 @@ inline bool read_tower(const char * mmproj_path, int layers, tower & out, std::s
     if (!ok) {
         return false;
     }
-    if (image % patch != 0) {
-        error = "mmproj: image_size " + std::to_string(image) + " is not a multiple of patch_size " + std::to_string(patch);
+    if (image % patch != 0 || image / patch > 1024) {
+        error = "mmproj: image_size " + std::to_string(image) + " / patch_size " + std::to_string(patch) +
+                " (must divide evenly, into at most 1024 patches a side)";
         return false;
     }
     t.patches    = (image / patch) * (image / patch);
@@ -198,10 +199,6 @@ struct capture {
         const size_t n = vision.capture.size();
         q.assign(n, {});
         k.assign(n, {});
-        if (input == route::maps) {
-            maps.resize(n * static_cast<size_t>(vision.heads) * static_cast<size_t>(vision.tokens) *
-                        static_cast<size_t>(vision.tokens));
-        }
         got_q.assign(n, false);
         got_k.assign(n, false);
         got_maps.assign(n, false);
@@ -260,7 +257,10 @@ struct capture {
                  std::to_string(h) + ", 1]");
             return;
         }
-        if (copy_f32(t, maps.data() + static_cast<size_t>(slot) * static_cast<size_t>(ggml_nelements(t)))) {
+        // Sized on the first delivery: the graph already holds a map this large.
+        const auto per_layer = static_cast<size_t>(ggml_nelements(t));
+        maps.resize(vision.capture.size() * per_layer);
+        if (copy_f32(t, maps.data() + static_cast<size_t>(slot) * per_layer)) {
             got_maps[static_cast<size_t>(slot)] = true;
         }
     }

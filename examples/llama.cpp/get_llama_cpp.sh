@@ -15,8 +15,9 @@
 # could not be reached.
 set -euo pipefail
 
-version=0.3.36   # vendors llama.cpp 0c1e5709
+version=0.3.36
 sha256=832db0699007f1be95a7e41ef12e88926b02ba836461e36a36372db2760c1a2e
+commit=0c1e57098bba43ac29e6e3b677cdceebdd22334f   # the llama.cpp it vendors
 root="$(cd "$(dirname "$0")/../.." && pwd)"
 prefix="$(realpath -m "${1:-$root/build-llama.cpp}")"
 stamp="$prefix/.llama-cpp-python-$version"
@@ -45,6 +46,12 @@ echo "$sha256  $sdist" | sha256sum -c --quiet - || {
   exit 1
 }
 
+vendored="$(tar -xzOf "$sdist" "llama_cpp_python-$version/.git/modules/vendor/llama.cpp/HEAD")"
+if [ "$vendored" != "$commit" ]; then
+  echo "get_llama_cpp.sh: the package vendors llama.cpp $vendored, not $commit" >&2
+  exit 1
+fi
+
 rm -rf "$prefix/src" "$prefix/build" "$prefix/include" "$prefix/lib"
 mkdir -p "$prefix/src"
 tar -xzf "$sdist" -C "$prefix/src" --strip-components=3 "llama_cpp_python-$version/vendor/llama.cpp"
@@ -61,4 +68,4 @@ cp "$src"/include/llama.h "$src"/ggml/include/ggml*.h "$src"/ggml/include/gguf.h
    "$src"/tools/mtmd/mtmd.h "$src"/tools/mtmd/mtmd-helper.h "$prefix/include/"
 cp -P "$prefix"/build/bin/lib*.so* "$prefix/lib/"
 touch "$stamp"
-echo "llama.cpp from llama-cpp-python $version: $prefix"
+echo "llama.cpp $commit (llama-cpp-python $version): $prefix"
