@@ -651,7 +651,7 @@ inline std::vector<zip_entry> zip_directory(source& f) {
     const auto agrees = [descriptor](std::uint64_t local_value, std::uint64_t central_value) {
       return local_value == central_value || (descriptor && local_value == 0);
     };
-    const char* differs = std::memcmp(local_fields.data(), e.raw_name.data(), name_len) != 0 || local_name != name_len
+    const char* differs = local_name != name_len || (name_len > 0 && std::memcmp(local_fields.data(), e.raw_name.data(), name_len) != 0)
                               ? "name"
                           : le16(local.data() + 8) != e.method                 ? "compression method"
                           : ((local_flags ^ e.flags) & 0x41u) != 0              ? "encryption flag"

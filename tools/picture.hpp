@@ -117,7 +117,6 @@ inline header png(const unsigned char* p, std::size_t n, const std::string& what
     if (w && r) need += r * ((w * channels * depth + 7) / 8 + 1);
   }
   bool idat = false, iend = false;
-  std::uint64_t idat_bytes = 0;
   for (std::size_t at = 8; !iend;) {
     if (n - at < 12) throw error(what + ": truncated PNG (it ends before its IEND chunk)");
     const std::uint32_t len = be32(p + at);
@@ -125,7 +124,6 @@ inline header png(const unsigned char* p, std::size_t n, const std::string& what
     const unsigned char* type = p + at + 4;
     if (std::memcmp(type, "IDAT", 4) == 0) {
       idat = true;
-      idat_bytes += len;
     } else if (std::memcmp(type, "IEND", 4) == 0) {
       iend = true;
     } else if (std::memcmp(type, "CgBI", 4) == 0) {
@@ -167,7 +165,6 @@ inline header png(const unsigned char* p, std::size_t n, const std::string& what
                                std::to_string(need) + " needed)");
 #else
   (void)need;
-  (void)idat_bytes;
 #endif
   return h;
 }
@@ -214,6 +211,17 @@ inline header jpeg(const unsigned char* p, std::size_t n, const std::string& wha
       static const char hex[] = "0123456789ABCDEF";
       throw error(what + ": JPEG frame type 0xFF" + hex[m >> 4] + hex[m & 15] +
                   " is not supported (baseline and progressive Huffman JPEGs are)");
+    } else if (m == 0xC4) {
+      // Huffman tables: stb 2.27 builds a table of more than 256 codes past its end.
+      for (std::size_t k = 0; k < len - 2;) {
+        const std::size_t left = len - 2 - k;
+        std::size_t codes = 0;
+        if (left >= 17)
+          for (int b = 1; b <= 16; ++b) codes += seg[k + static_cast<std::size_t>(b)];
+        if (left < 17 || (seg[k] >> 4) > 1 || (seg[k] & 15) > 3 || codes > 256 || left - 17 < codes)
+          throw error(what + ": corrupt JPEG (bad Huffman table)");
+        k += 17 + codes;
+      }
     } else if (m == 0xDA) {
       if (!frame) throw error(what + ": corrupt JPEG (a scan before the frame header)");
       const unsigned in_scan = len >= 3 ? seg[0] : 0;
@@ -270,7 +278,7 @@ inline header bmp(const unsigned char* p, std::size_t n, const std::string& what
   return h;
 }
 
-// PNM (binary PGM P5, PPM P6), parsed strictly where stb is lax: three
+// PNM (binary PGM P5, PPM P6, 8-bit), parsed strictly where stb is lax: three
 // numbers of at most 9 digits (stb's reader overflows past int), then one
 // whitespace byte, then all of the pixels.
 inline header pnm(const unsigned char* p, std::size_t n, const std::string& what, std::uint64_t max_pixels) {
@@ -296,11 +304,13 @@ inline header pnm(const unsigned char* p, std::size_t n, const std::string& what
   if (at >= n || !space(p[at])) throw error(what + ": corrupt PNM header (no whitespace after the maximum value)");
   ++at;
   header h{"PNM", v[0], v[1]};
-  if (h.width == 0 || h.height == 0 || v[2] == 0 || v[2] > 65535)
+  // 16-bit samples (maximum value over 255) are refused: stb 2.27 converts
+  // them to RGB as if they were 8-bit, and reads past its buffer.
+  if (h.width == 0 || h.height == 0 || v[2] == 0 || v[2] > 255)
     throw error(what + ": PNM of size " + std::to_string(h.width) + "x" + std::to_string(h.height) + " and maximum value " +
                 std::to_string(v[2]) + " is not supported");
   check_pixels(h, what, max_pixels);
-  const std::uint64_t need = h.width * h.height * (p[1] == '6' ? 3 : 1) * (v[2] > 255 ? 2 : 1);
+  const std::uint64_t need = h.width * h.height * (p[1] == '6' ? 3 : 1);
   if (need > n - at)
     throw error(what + ": truncated PNM (" + std::to_string(h.width) + "x" + std::to_string(h.height) + " needs " +
                 std::to_string(need) + " bytes of pixels, " + std::to_string(n - at) + " are there)");

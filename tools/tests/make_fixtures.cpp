@@ -139,6 +139,12 @@ int main(int argc, char** argv) {
   // SOI, a baseline frame header of 8x8 with 3 components, EOI: no scan at all.
   put("frame_only.jpg", std::string("\xff\xd8\xff\xc0\x00\x11\x08\x00\x08\x00\x08\x03"
                                     "\x01\x11\x00\x02\x11\x00\x03\x11\x00\xff\xd9", 23));
+  // A Huffman table of 257 codes (stb 2.27 writes it past its array), and 16-bit PGM (stb reads past its buffer).
+  std::string dht("\xff\xd8\xff\xc4\x01\x14\x00", 7);  // DHT of 2 + 1 + 16 + 257 bytes, table 0
+  dht += std::string(14, '\0') + "\x02\xff";  // 16 counts: 2 codes of 15 bits, 255 of 16 bits
+  dht += std::string(257, '\0') + "\xff\xd9";
+  put("huffman.jpg", dht);
+  put("deep.pgm", "P5\n2 2\n65535\n" + std::string(8, '\0'));
   put("anim.gif", "GIF89a\x01\x00\x01\x00\x00\x00\x00;");
 #if FREEPRUNER_TOOL_HAVE_ZLIB
   {
