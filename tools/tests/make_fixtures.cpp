@@ -177,5 +177,6 @@ int main(int argc, char** argv) {
   fs::create_symlink("loop.npy", dir / "loop.npy", ec);  // a link to itself
   fs::create_directories(dir / "partial_1.png");          // a batch's second picture cannot be written
   put("not_a_zip.npz", whole.substr(0, 200));
+  put("axes.npy", npy_writer::npy_of(std::vector<float>{1}, "<f4", shape_t(10000, 1)));  // 10,000 axes
   return 0;
 }
