@@ -138,7 +138,7 @@ output:
   --fit crop|pad|stretch   how the picture is laid on the grid [crop]
   --grid RxC               the patch grid [square root of the candidates]
   --cell PX                pixels per patch [16, or the picture's resolution]
-limits (checked before memory is taken; K, M, G suffixes are powers of 1024):
+limits (checked before memory is taken; K, M, G, T suffixes are powers of 1024):
   --max-bytes SIZE         map data read into memory, all arrays together [8G]
   --max-batch B            items of a batch [65536]
   --max-pixels P           pixels of the --image picture [64M]
