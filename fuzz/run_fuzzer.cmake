@@ -1,7 +1,8 @@
 # Runs the libFuzzer target for CTest (cmake -P):
 #   MODE=replay: every file of CORPUS once;
 #   MODE=fuzz:   fuzzes for SECONDS with libFuzzer -seed=SEED, starting from
-#                CORPUS (read only) and a fresh scratch corpus in WORK.
+#                CORPUS (read only) and a fresh scratch corpus in WORK,
+#                inputs of at most MAX_LEN bytes (512 unless given).
 # Fails on a crash, a failed check, a leak or a slow input, naming the input.
 # libFuzzer's progress lines go to WORK/<MODE>.log; the summary is printed.
 cmake_minimum_required(VERSION 3.16)
@@ -27,7 +28,10 @@ if(MODE STREQUAL "replay")
 elseif(MODE STREQUAL "fuzz")
   file(REMOVE_RECURSE "${WORK}/corpus-scratch")
   file(MAKE_DIRECTORY "${WORK}/corpus-scratch")
-  execute_process(COMMAND "${FUZZER}" ${common} -seed=${SEED} -max_total_time=${SECONDS} -max_len=512
+  if(NOT DEFINED MAX_LEN)
+    set(MAX_LEN 512)
+  endif()
+  execute_process(COMMAND "${FUZZER}" ${common} -seed=${SEED} -max_total_time=${SECONDS} -max_len=${MAX_LEN}
                           "${WORK}/corpus-scratch" "${CORPUS}"
                   RESULT_VARIABLE rc OUTPUT_FILE "${log}" ERROR_FILE "${log}")
   set(what "fuzzing for ${SECONDS} s with -seed=${SEED}")

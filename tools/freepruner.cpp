@@ -13,13 +13,17 @@
 #include <cstdlib>
 #include <cstring>
 #include <exception>
-#include <fstream>
+#include <filesystem>
 #include <limits>
 #include <new>
 #include <optional>
 #include <stdexcept>
 #include <string>
 #include <vector>
+
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #include <freepruner/freepruner.hpp>
 
@@ -86,6 +90,19 @@ struct failure : std::runtime_error {
 [[noreturn]] void usage_error(const std::string& what) { throw failure(exit_usage, what); }
 [[noreturn]] void data_error(const std::string& what) { throw failure(exit_data, what); }
 
+/// A value from the command line or a file, safe to quote in a message or
+/// on stdout: control and non-ASCII bytes escaped, at most 200 of them.
+std::string shown(const std::string& text) { return npy::printable(text, 200); }
+
+/// All of `text` to stdout, flushed: an error (a full disk, a closed pipe) is exit 1.
+void write_stdout(const std::string& text) {
+  if (std::fwrite(text.data(), 1, text.size(), stdout) != text.size() || std::fflush(stdout) != 0)
+    data_error(std::string("standard output: cannot write: ") + std::strerror(errno));
+}
+
+/// What the tool is doing, for a message should memory run out.
+std::string stage = "reading the command line";
+
 const char* const help_text = R"(usage: freepruner MAPS [options]
 
 Selects the visual tokens to keep (freePruner, docs/SPEC.md) from a vision
@@ -117,10 +134,14 @@ output:
                            (a list of them for a batch)
   --verbose, -v            also the pivotal/complementary split and the grid
   --png OUT.png            draw the patch grid (item b of a batch: OUT_b.png)
-  --image PHOTO            ... over this picture (PNG, JPEG, BMP, ...)
+  --image PHOTO            ... over this picture (PNG, JPEG, BMP, PGM/PPM)
   --fit crop|pad|stretch   how the picture is laid on the grid [crop]
   --grid RxC               the patch grid [square root of the candidates]
   --cell PX                pixels per patch [16, or the picture's resolution]
+limits (checked before memory is taken; K, M, G, T suffixes are powers of 1024):
+  --max-bytes SIZE         map data read into memory, all arrays together [8G]
+  --max-batch B            items of a batch [65536]
+  --max-pixels P           pixels of the --image picture [64M]
   --help, -h               this text
   --version                the version
 
@@ -144,28 +165,54 @@ struct command {
   long long grid_rows = 0, grid_cols = 0, cell = 0;
   std::string grid_from = "--grid";    // or the preset, for messages
   std::vector<std::string> given;      // option flags on the command line: they override a preset
+  npy::limits limits;
+  long long max_batch = 65536;
+  std::uint64_t max_pixels = std::uint64_t{1} << 26;
 #if FREEPRUNER_TOOL_HAVE_PRESETS
   std::optional<freepruner::preset> model;
 #endif
 };
+
+// Whole text as a decimal integer; false if it is not one (or overflows).
+bool to_integer(const std::string& text, long long& v) {
+  errno = 0;
+  char* end = nullptr;
+  v = std::strtoll(text.c_str(), &end, 10);
+  return !text.empty() && end == text.c_str() + text.size() && !std::isspace(static_cast<unsigned char>(text[0])) &&
+         errno != ERANGE;
+}
 
 long long parse_integer(const std::string& flag, const std::string& text, long long lo, long long hi) {
   errno = 0;
   char* end = nullptr;
   const long long v = std::strtoll(text.c_str(), &end, 10);
   if (text.empty() || end != text.c_str() + text.size() || std::isspace(static_cast<unsigned char>(text[0])))
-    usage_error(flag + " '" + text + "' is not an integer");
+    usage_error(flag + " '" + shown(text) + "' is not an integer");
   if (errno == ERANGE || v < lo || v > hi)
-    usage_error(flag + " " + text + " is out of range (" + std::to_string(lo) + ".." + std::to_string(hi) + ")");
+    usage_error(flag + " " + shown(text) + " is out of range (" + std::to_string(lo) + ".." + std::to_string(hi) + ")");
   return v;
+}
+
+// An amount with an optional K, M, G or T suffix (powers of 1024), 1..2^62.
+std::uint64_t parse_amount(const std::string& flag, const std::string& text) {
+  const std::string units = "KMGT";
+  const std::size_t unit = text.empty() ? std::string::npos : units.find(static_cast<char>(std::toupper(static_cast<unsigned char>(text.back()))));
+  const std::string digits = unit == std::string::npos ? text : text.substr(0, text.size() - 1);
+  long long v = 0;
+  if (!to_integer(digits, v) || v < 1)
+    usage_error(flag + " '" + shown(text) + "' is not a positive integer with an optional K, M, G or T suffix");
+  const int shift = unit == std::string::npos ? 0 : 10 * static_cast<int>(unit + 1);
+  if (static_cast<std::uint64_t>(v) > (std::uint64_t{1} << 62) >> shift)
+    usage_error(flag + " " + shown(text) + " is out of range (at most 2^62)");
+  return static_cast<std::uint64_t>(v) << shift;
 }
 
 double parse_number(const std::string& flag, const std::string& text) {
   char* end = nullptr;
   const double v = std::strtod(text.c_str(), &end);
   if (text.empty() || end != text.c_str() + text.size() || std::isspace(static_cast<unsigned char>(text[0])))
-    usage_error(flag + " '" + text + "' is not a number");
-  if (!std::isfinite(v)) usage_error(flag + " " + text + " must be finite");
+    usage_error(flag + " '" + shown(text) + "' is not a number");
+  if (!std::isfinite(v)) usage_error(flag + " " + shown(text) + " must be finite");
   return v;
 }
 
@@ -195,7 +242,7 @@ command parse_command(int argc, char** argv) {
   for (int k = 1; k < argc; ++k) {
     std::string arg = argv[k];
     if (inputs_only || arg.size() < 2 || arg[0] != '-') {
-      if (!c.input.empty()) usage_error("more than one input file ('" + c.input + "', '" + arg + "')");
+      if (!c.input.empty()) usage_error("more than one input file ('" + shown(c.input) + "', '" + shown(arg) + "')");
       c.input = arg;
       continue;
     }
@@ -210,30 +257,30 @@ command parse_command(int argc, char** argv) {
     }
     const auto value = [&]() -> std::string {
       if (inline_value) return *inline_value;
-      if (k + 1 >= argc) usage_error(arg + " needs a value (see --help)");
+      if (k + 1 >= argc) usage_error(shown(arg) + " needs a value (see --help)");
       return argv[++k];
     };
     const auto no_value = [&] {
-      if (inline_value) usage_error(arg + " takes no value");
+      if (inline_value) usage_error(shown(arg) + " takes no value");
     };
     if (arg == "--help" || arg == "-h") {
       no_value();
-      std::fputs(help_text, stdout);
+      write_stdout(help_text);
       std::exit(0);
     } else if (arg == "--version") {
       no_value();
-      std::printf("freepruner %s\n", FREEPRUNER_VERSION_STRING);
+      write_stdout(std::string("freepruner ") + FREEPRUNER_VERSION_STRING + "\n");
       std::exit(0);
     } else if (arg == "--budget") {
       const std::string v = value();
-      if (v != "adaptive") usage_error("--budget '" + v + "': only 'adaptive' (use --count M or --ratio X for a fixed budget)");
+      if (v != "adaptive") usage_error("--budget '" + shown(v) + "': only 'adaptive' (use --count M or --ratio X for a fixed budget)");
       set_budget(c, arg, freepruner::budget::adaptive());
     } else if (arg == "--count") {
       set_budget(c, arg, freepruner::budget::count(parse_integer(arg, value(), 1, max_index)));
     } else if (arg == "--ratio") {
       const std::string v = value();
       const double x = parse_number(arg, v);
-      if (!(x > 0 && x <= 1)) usage_error("--ratio " + v + " is outside (0, 1]");
+      if (!(x > 0 && x <= 1)) usage_error("--ratio " + shown(v) + " is outside (0, 1]");
       set_budget(c, arg, freepruner::budget::ratio(x));
     } else if (arg == "--prefix") {
       c.options.prefix_tokens = parse_integer(arg, value(), 0, max_index);
@@ -247,14 +294,14 @@ command parse_command(int argc, char** argv) {
     } else if (arg == "--fence") {
       const std::string v = value();
       const double f = parse_number(arg, v);
-      if (f < 0) usage_error("--fence " + v + " must be >= 0");
+      if (f < 0) usage_error("--fence " + shown(v) + " must be >= 0");
       c.options.fence_factor = f;
       c.given.push_back(arg);
     } else if (arg == "--from") {
       const std::string v = value();
       if (v == "row") c.options.complementary_from = freepruner::direction::row;
       else if (v == "column") c.options.complementary_from = freepruner::direction::column;
-      else usage_error("--from '" + v + "': 'row' or 'column'");
+      else usage_error("--from '" + shown(v) + "': 'row' or 'column'");
       c.given.push_back(arg);
     } else if (arg == "--complementary-layer") {
       c.complementary_layer = parse_integer(arg, value(), -max_index, max_index);
@@ -267,7 +314,7 @@ command parse_command(int argc, char** argv) {
       if (c.layers.empty()) usage_error("--layers needs a list, e.g. 22,23 or -2 or 10:-1");
       for (const auto& item : split(c.layers, ',')) {  // the syntax now; the range once the file is read
         const auto bounds = split(item, ':');
-        if (bounds.size() > 2) usage_error("--layers " + item + ": a slice is a:b, without a step");
+        if (bounds.size() > 2) usage_error("--layers " + shown(item) + ": a slice is a:b, without a step");
         for (const auto& bound : bounds)
           if (!bound.empty() || bounds.size() == 1) parse_integer(arg, bound, -max_index, max_index);
       }
@@ -286,19 +333,29 @@ command parse_command(int argc, char** argv) {
     } else if (arg == "--fit") {
       c.fit = value();
       if (c.fit != "crop" && c.fit != "pad" && c.fit != "stretch")
-        usage_error("--fit '" + c.fit + "': 'crop', 'pad' or 'stretch'");
+        usage_error("--fit '" + shown(c.fit) + "': 'crop', 'pad' or 'stretch'");
     } else if (arg == "--grid") {
       const std::string v = value();
       const auto parts = split(v, 'x');
-      if (parts.size() != 2) usage_error("--grid '" + v + "' is not ROWSxCOLS (e.g. 24x24)");
-      c.grid_rows = parse_integer(arg, parts[0], 1, max_index);
-      c.grid_cols = parse_integer(arg, parts[1], 1, max_index);
+      long long rows = 0, cols = 0;
+      if (parts.size() != 2 || !to_integer(parts[0], rows) || !to_integer(parts[1], cols))
+        usage_error("--grid '" + shown(v) + "' is not ROWSxCOLS (e.g. 24x24)");
+      if (rows < 1 || cols < 1 || rows > max_index || cols > max_index)
+        usage_error("--grid " + shown(v) + " is out of range (1.." + std::to_string(max_index) + " each way)");
+      c.grid_rows = rows;
+      c.grid_cols = cols;
     } else if (arg == "--cell") {
       c.cell = parse_integer(arg, value(), 1, 256);
     } else if (arg == "--preset") {
       c.preset = value();
+    } else if (arg == "--max-bytes") {
+      c.limits.max_bytes = parse_amount(arg, value());
+    } else if (arg == "--max-batch") {
+      c.max_batch = static_cast<long long>(std::min<std::uint64_t>(parse_amount(arg, value()), max_index));
+    } else if (arg == "--max-pixels") {
+      c.max_pixels = parse_amount(arg, value());
     } else {
-      usage_error("unknown option '" + arg + "' (see --help)");
+      usage_error("unknown option '" + shown(arg) + "' (see --help)");
     }
   }
   if (c.input.empty()) usage_error("no input file (see --help)");
@@ -319,6 +376,22 @@ std::string without_prefix(std::string text) {
   return text;
 }
 
+// A message from freepruner::select in the words of the command line: the
+// flag the user types for each option it names.
+std::string in_flags(std::string text) {
+  static const char* const names[][2] = {{"options.prefix_tokens", "--prefix"},
+                                         {"options.suffix_tokens", "--suffix"},
+                                         {"options.pivots_per_layer", "--pivots-per-layer"},
+                                         {"options.fence_factor", "--fence"},
+                                         {"options.complementary_from", "--from"},
+                                         {"options.complementary_layer", "--complementary-layer"},
+                                         {"options.pivot_layers", "--pivot-layers"}};
+  for (const auto& n : names)
+    for (std::size_t at = text.find(n[0]); at != std::string::npos; at = text.find(n[0], at))
+      text.replace(at, std::strlen(n[0]), n[1]);
+  return text;
+}
+
 void apply_preset(command& c) {
   if (c.preset.empty()) return;
 #if FREEPRUNER_TOOL_HAVE_PRESETS
@@ -326,7 +399,7 @@ void apply_preset(command& c) {
   try {
     p = freepruner::presets::by_name(c.preset);
   } catch (const freepruner::error& e) {
-    usage_error("--preset: " + without_prefix(e.what()));
+    usage_error("--preset: " + shown(without_prefix(e.what())));
   }
   freepruner::options o = p.select_options;
   for (const auto& flag : c.given) {
@@ -345,7 +418,7 @@ void apply_preset(command& c) {
   }
   c.model = std::move(p);
 #else
-  usage_error("--preset '" + c.preset + "': this freepruner was built without presets (<freepruner/presets.hpp>)");
+  usage_error("--preset '" + shown(c.preset) + "': this freepruner was built without presets (<freepruner/presets.hpp>)");
 #endif
 }
 
@@ -370,7 +443,13 @@ void check_extents(const std::string& what, const std::vector<std::int64_t>& sha
                " queries, " + std::to_string(shape[r - 1]) + " keys)");
 }
 
-input from_npy(npy::array a, const std::string& path) {
+void check_batch(const std::string& what, index_t batch, long long max_batch) {
+  if (batch > max_batch)
+    data_error(what + ": a batch of " + std::to_string(batch) + " items, over the limit of " + std::to_string(max_batch) +
+               " (--max-batch)");
+}
+
+input from_npy(npy::array a, const std::string& path, long long max_batch) {
   input in;
   const auto& s = a.shape;
   if (s.size() < 2 || s.size() > 5)
@@ -383,6 +462,7 @@ input from_npy(npy::array a, const std::string& path) {
   in.layers = r == 2 ? 1 : r == 3 ? s[0] : s[r - 4];
   in.batched = r == 5;
   in.batch = in.batched ? s[0] : 1;
+  check_batch(path, in.batch, max_batch);
   in.form = r == 5 ? "[B,L,H,N,N]" : r == 4 ? "[L,H,N,N]" : r == 3 ? "[L,N,N]" : "[N,N]";
   in.type = a.type;
   const std::size_t block = static_cast<std::size_t>(in.heads * in.tokens * in.tokens) * npy::item_size(a.type);
@@ -391,7 +471,7 @@ input from_npy(npy::array a, const std::string& path) {
   return in;
 }
 
-input from_npz(std::vector<npy::array> arrays, const std::string& path) {
+input from_npz(std::vector<npy::array> arrays, const std::string& path, long long max_batch) {
   input in;
   const npy::array& first = arrays.front();
   const auto& s = first.shape;
@@ -413,6 +493,7 @@ input from_npz(std::vector<npy::array> arrays, const std::string& path) {
   in.layers = static_cast<index_t>(arrays.size());
   in.batched = r == 4;
   in.batch = in.batched ? s[0] : 1;
+  check_batch(path, in.batch, max_batch);
   in.form = r == 4 ? "layers of [B,H,N,N]" : r == 3 ? "layers of [H,N,N]" : "layers of [N,N]";
   in.type = first.type;
   const std::size_t block = static_cast<std::size_t>(in.heads * in.tokens * in.tokens) * npy::item_size(first.type);
@@ -422,15 +503,17 @@ input from_npz(std::vector<npy::array> arrays, const std::string& path) {
   return in;
 }
 
-input load_input(const std::string& path) {
+input load_input(const command& c) {
+  const std::string name = shown(c.input);
+  npy::source f(c.input, name);
   // The contents say which format it is: a zip archive starts with "PK".
-  char head[2] = {0, 0};
-  {
-    std::ifstream f(path, std::ios::binary);
-    if (f) f.read(head, 2);
-  }
-  if (head[0] == 'P' && head[1] == 'K') return from_npz(npy::load_npz(path), path);
-  return from_npy(npy::load_npy(path), path);
+  unsigned char head[2] = {0, 0};
+  f.read(0, static_cast<std::size_t>(std::min<std::uint64_t>(f.size(), 2)), head, name);
+  if (head[0] == 'P' && head[1] == 'K') return from_npz(npy::load_npz(f, c.limits), name, c.max_batch);
+  const std::string ext = c.input.size() >= 4 ? c.input.substr(c.input.size() - 4) : std::string();
+  if (ext == ".npz" || ext == ".NPZ")
+    data_error(name + ": not a zip archive (a .npz is one; this file does not start with \"PK\")");
+  return from_npy(npy::load_npy(f, c.limits), name, c.max_batch);
 }
 
 // --layers: comma-separated Python indices and slices (a:b), resolved
@@ -501,7 +584,7 @@ std::vector<freepruner::selection> select_all(const input& in, const std::vector
 #endif
       s = freepruner::try_select(maps, c.budget, c.options, out[static_cast<std::size_t>(b)]);
     if (!s) {
-      const std::string text = without_prefix(s.message());
+      const std::string text = in_flags(without_prefix(s.message()));
       data_error(in.batched ? "batch item " + std::to_string(b) + ": " + text : text);
     }
   }
@@ -562,6 +645,72 @@ bool grid_of(const command& c, index_t candidates, long long& rows, long long& c
   return true;
 }
 
+/// Output files, each written under a temporary name in its folder and
+/// renamed into place by commit() once every output is complete: a failure
+/// leaves none of them behind. A target that is not a regular file (a
+/// device, a FIFO) is written in place. Every write and close is checked.
+class outputs {
+ public:
+  outputs() = default;
+  outputs(const outputs&) = delete;
+  outputs& operator=(const outputs&) = delete;
+  ~outputs() {
+    for (const auto& f : pending_)
+      if (!f.temp.empty()) ::unlink(f.temp.c_str());
+  }
+
+  void write(const std::string& target, const std::string& bytes) {
+    const std::string name = shown(target);
+    const auto fail = [&name](int err) { data_error(name + ": cannot write: " + std::strerror(err)); };
+    struct stat st {};
+    int fd = -1;
+    if (::stat(target.c_str(), &st) == 0 && !S_ISREG(st.st_mode)) {
+      if (S_ISDIR(st.st_mode)) fail(EISDIR);
+      fd = ::open(target.c_str(), O_WRONLY | O_CLOEXEC);
+      if (fd < 0) fail(errno);
+    } else {
+      std::string temp = target + ".XXXXXX";
+      fd = ::mkstemp(&temp[0]);
+      if (fd < 0) fail(errno);
+      pending_.push_back({target, temp});
+      const mode_t mask = ::umask(0);  // mkstemp's 0600: the mode a new file would have
+      ::umask(mask);
+      if (::fchmod(fd, 0666 & ~mask) != 0) {
+        const int err = errno;
+        ::close(fd);
+        fail(err);
+      }
+    }
+    for (std::size_t at = 0; at < bytes.size();) {
+      const ssize_t n = ::write(fd, bytes.data() + at, bytes.size() - at);
+      if (n < 0 && errno == EINTR) continue;
+      if (n <= 0) {
+        const int err = n < 0 ? errno : EIO;
+        ::close(fd);
+        fail(err);
+      }
+      at += static_cast<std::size_t>(n);
+    }
+    if (::close(fd) != 0) fail(errno);
+  }
+
+  /// Renames every file into place.
+  void commit() {
+    for (std::size_t k = 0; k < pending_.size(); ++k)
+      if (std::rename(pending_[k].temp.c_str(), pending_[k].target.c_str()) != 0)
+        data_error(shown(pending_[k].target) + ": cannot write: " + std::strerror(errno));
+      else
+        pending_[k].temp.clear();
+    pending_.clear();
+  }
+
+ private:
+  struct file {
+    std::string target, temp;
+  };
+  std::vector<file> pending_;
+};
+
 char patch_mark(const freepruner::selection& s, token_t t) {
   if (std::binary_search(s.pivotal.begin(), s.pivotal.end(), t)) return '#';
   if (std::binary_search(s.complementary.begin(), s.complementary.end(), t)) return '+';
@@ -577,15 +726,29 @@ std::string png_name(const std::string& png, bool batched, index_t item) {
   return stem + "_" + std::to_string(item) + ext;
 }
 
-// Draws every item's picture; returns a line per file written.
+// Draws every item's picture into `files`; returns a line per file.
 std::string draw(const command& c, const input& in, const std::vector<freepruner::selection>& kept, long long rows,
-                 long long cols) {
+                 long long cols, outputs& files) {
   namespace pic = picture;
+  for (std::size_t b = 0; b < kept.size(); ++b) {  // before any work: the command line is wrong
+    const std::string name = png_name(c.png, in.batched, static_cast<index_t>(b));
+    for (const std::string* other : {&c.input, &c.image}) {
+      std::error_code ec;
+      if (!other->empty() && std::filesystem::equivalent(name, *other, ec))
+        usage_error("--png " + shown(name) + " is the " + (other == &c.input ? "input file" : "--image picture") +
+                    "; give another name");
+    }
+  }
   std::optional<pic::image> photo;
-  try {
-    if (!c.image.empty()) photo = pic::load(c.image);
-  } catch (const std::runtime_error& e) {
-    data_error(e.what());
+  if (!c.image.empty()) {
+    stage = "reading " + shown(c.image);
+    try {
+      photo = pic::load(c.image, shown(c.image), c.max_pixels);
+    } catch (const npy::error& e) {
+      data_error(e.what());
+    } catch (const pic::error& e) {
+      data_error(e.what());
+    }
   }
   if (rows > pic::max_side || cols > pic::max_side)
     data_error("the " + std::to_string(rows) + "x" + std::to_string(cols) + " grid is too large to draw");
@@ -606,12 +769,15 @@ std::string draw(const command& c, const input& in, const std::vector<freepruner
       states[k] = m == '#' ? pic::patch::pivotal : m == '+' ? pic::patch::complementary : pic::patch::dropped;
     }
     const std::string name = png_name(c.png, in.batched, static_cast<index_t>(b));
+    stage = "drawing " + shown(name);
+    std::string png;
     try {
-      pic::write_png(name, pic::render(states, r, q, cell, photo ? &*photo : nullptr, how));
+      png = pic::encode_png(pic::render(states, r, q, cell, photo ? &*photo : nullptr, how));
     } catch (const std::runtime_error& e) {
-      data_error(e.what());
+      data_error(shown(name) + ": " + e.what());
     }
-    written += "wrote " + name + " (" + std::to_string(q * cell) + "x" + std::to_string(r * cell) + " px)\n";
+    files.write(name, png);
+    written += "wrote " + shown(name) + " (" + std::to_string(q * cell) + "x" + std::to_string(r * cell) + " px)\n";
   }
   return written;
 }
@@ -621,8 +787,9 @@ int run(int argc, char** argv) {
   command c = parse_command(argc, argv);
   apply_preset(c);
   input in;
+  stage = "reading " + shown(c.input);
   try {
-    in = load_input(c.input);
+    in = load_input(c);
   } catch (const npy::error& e) {
     data_error(e.what());
   }
@@ -631,7 +798,7 @@ int run(int argc, char** argv) {
   if (c.model) {
     const freepruner::preset& p = *c.model;
     if (in.tokens != p.tokens)
-      data_error("--preset " + p.name + " is for maps of " + std::to_string(p.tokens) + " tokens; " + c.input + " has " +
+      data_error("--preset " + p.name + " is for maps of " + std::to_string(p.tokens) + " tokens; " + shown(c.input) + " has " +
                  std::to_string(in.tokens));
     const auto captured = static_cast<index_t>(p.capture_layers.size());
     if (c.layers.empty() && in.layers != captured) {
@@ -657,6 +824,7 @@ int run(int argc, char** argv) {
     for (long long v : *c.pivot_layers) c.options.pivot_layers.push_back(resolve_used_layer("--pivot-layers", v, count));
   }
 
+  stage = "selecting the tokens of " + shown(c.input);
   std::vector<freepruner::selection> kept;
   switch (in.type) {
     case npy::dtype::float16: kept = select_all<Eigen::half>(in, used, c); break;
@@ -671,11 +839,14 @@ int run(int argc, char** argv) {
   if (!c.png.empty() && !have_grid) data_error(no_grid);
   if (c.grid_rows > 0 && !have_grid) data_error(no_grid);
 
-  // The pictures first: a file that cannot be written leaves no half output.
+  // The pictures first, under temporary names: one that cannot be written
+  // leaves no output at all.
   std::string written;
+  outputs files;
 #if FREEPRUNER_TOOL_HAVE_STB
-  if (!c.png.empty()) written = draw(c, in, kept, rows, cols);
+  if (!c.png.empty()) written = draw(c, in, kept, rows, cols, files);
 #endif
+  stage = "writing the output";
   std::string out;
   if (c.json) {
     if (in.batched) out += "[";
@@ -688,7 +859,7 @@ int run(int argc, char** argv) {
   } else if (!c.verbose) {
     for (const auto& s : kept) out += join(s.indices, " ") + "\n";
   } else {
-    out += c.input + ": " + std::to_string(in.layers) + " layers x " + std::to_string(in.heads) + " heads x " +
+    out += shown(c.input) + ": " + std::to_string(in.layers) + " layers x " + std::to_string(in.heads) + " heads x " +
            std::to_string(in.tokens) + " tokens (" + in.form + ", " + npy::dtype_name(in.type) + ")";
     if (in.batched) out += ", batch of " + std::to_string(in.batch);
 #if FREEPRUNER_TOOL_HAVE_PRESETS
@@ -725,28 +896,54 @@ int run(int argc, char** argv) {
     }
   }
   if (c.verbose && !c.json) out += written;
-  std::fputs(out.c_str(), stdout);
-  if (std::fflush(stdout) != 0) data_error("cannot write the output");
+  files.commit();
+  write_stdout(out);
   return 0;
 }
 
 }  // namespace
 }  // namespace freepruner_tool
 
+namespace freepruner_tool {
+namespace {
+
+// The one error line: any byte that could still split it or reach the
+// terminal as a command is escaped, and the line is cut at 1000 bytes.
+void report(const std::string& message) {
+  std::string line;
+  for (std::size_t k = 0; k < message.size() && k < 1000; ++k) {
+    const auto c = static_cast<unsigned char>(message[k]);
+    if (c >= 0x20 && c < 0x7F) {
+      line += static_cast<char>(c);  // a backslash stays: it begins the escapes already made
+    } else {
+      static const char hex[] = "0123456789abcdef";
+      line += "\\x";
+      line += hex[c >> 4];
+      line += hex[c & 15];
+    }
+  }
+  if (message.size() > 1000) line += "...";
+  std::fprintf(stderr, "freepruner: %s\n", line.c_str());
+}
+
+}  // namespace
+}  // namespace freepruner_tool
+
 int main(int argc, char** argv) {
+  using freepruner_tool::report;
   try {
     return freepruner_tool::run(argc, argv);
   } catch (const freepruner_tool::failure& e) {
-    std::fprintf(stderr, "freepruner: %s\n", e.what());
+    report(e.what());
     return e.code;
   } catch (const freepruner::error& e) {  // select's own checks, should one throw
-    std::fprintf(stderr, "%s\n", e.what());
+    report(freepruner_tool::without_prefix(e.what()));
     return 1;
   } catch (const std::bad_alloc&) {
-    std::fprintf(stderr, "freepruner: out of memory\n");
+    report("out of memory while " + freepruner_tool::stage);
     return 1;
   } catch (const std::exception& e) {
-    std::fprintf(stderr, "freepruner: %s\n", e.what());
+    report(e.what());
     return 1;
   }
 }

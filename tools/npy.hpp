@@ -6,21 +6,28 @@
 //
 // Nothing read from a file is trusted: every length, offset and shape is
 // checked against the bytes that are there before it is used, products are
-// checked for overflow, and each entry's CRC-32 is verified. Every failure
-// is an npy::error whose message starts with the file's name.
+// checked for overflow, and each entry's CRC-32 is verified. Memory follows
+// what the headers honestly claim: a header is read and checked (against the
+// file's size and against npy::limits) before its data is allocated. Every
+// failure is an npy::error whose message starts with the file's name.
 
 #include <algorithm>
 #include <array>
 #include <cerrno>
 #include <cstdint>
 #include <cstring>
-#include <filesystem>
-#include <fstream>
+#include <initializer_list>
 #include <limits>
 #include <memory>
 #include <stdexcept>
 #include <string>
+#include <unordered_set>
+#include <utility>
 #include <vector>
+
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #ifndef FREEPRUNER_TOOL_HAVE_ZLIB
 #define FREEPRUNER_TOOL_HAVE_ZLIB 0
@@ -66,13 +73,16 @@ struct array {
   }
 };
 
-/// "(2, 16, 577, 577)", as numpy prints a shape.
+/// "(2, 16, 577, 577)", as numpy prints a shape; past 8 axes, the first 6
+/// and a count, so that a header of 10,000 axes gives a short message.
 inline std::string shape_text(const std::vector<std::int64_t>& shape) {
   std::string s = "(";
-  for (std::size_t k = 0; k < shape.size(); ++k) {
+  const bool cut = shape.size() > 8;
+  for (std::size_t k = 0; k < shape.size() && !(cut && k == 6); ++k) {
     if (k) s += ", ";
     s += std::to_string(shape[k]);
   }
+  if (cut) return s + ", ... " + std::to_string(shape.size()) + " axes)";
   if (shape.size() == 1) s += ",";
   return s + ")";
 }
@@ -277,7 +287,17 @@ class literal_parser {
 
 }  // namespace detail
 
-/// What a .npy header says, checked against the bytes that follow it.
+/// What the readers may take: memory is checked against these before it is
+/// allocated (the command line sets max_bytes with --max-bytes).
+struct limits {
+  std::uint64_t max_bytes = std::uint64_t{8} << 30;  // array data held, all arrays together
+};
+
+/// The longest .npy header read (numpy itself refuses headers over 10,000
+/// bytes unless told otherwise).
+constexpr std::size_t max_header_bytes = 65536;
+
+/// What a .npy header says, checked against the size of the whole .npy.
 struct header {
   dtype type = dtype::float32;
   bool swap = false;                 // file byte order differs from the host's
@@ -287,12 +307,13 @@ struct header {
   std::size_t data_bytes = 0;
 };
 
-/// Parses and checks the header of the .npy bytes [p, p + size): magic,
-/// version, the dictionary (descr, fortran_order, shape and nothing else), and
-/// that exactly count * item_size bytes of data follow it.
-inline header parse_header(const unsigned char* p, std::size_t size, const std::string& what) {
+/// Parses and checks the header of a .npy of `total` bytes whose first
+/// `available` bytes are at p (at least min(total, 12 + max_header_bytes)):
+/// magic, version, the dictionary (descr, fortran_order, shape and nothing
+/// else), and that exactly count * item_size bytes of data follow it.
+inline header parse_header(const unsigned char* p, std::size_t available, std::uint64_t total, const std::string& what) {
   static const unsigned char magic[6] = {0x93, 'N', 'U', 'M', 'P', 'Y'};
-  if (size < 10 || std::memcmp(p, magic, 6) != 0)
+  if (total < 10 || available < 10 || std::memcmp(p, magic, 6) != 0)
     throw error(what + ": not a .npy file (it does not start with \"\\x93NUMPY\")");
   const unsigned major = p[6], minor = p[7];
   if (major < 1 || major > 3 || minor != 0)
@@ -300,13 +321,17 @@ inline header parse_header(const unsigned char* p, std::size_t size, const std::
                 " is not supported (1.0, 2.0 and 3.0 are)");
   std::size_t start = 10, length = detail::le16(p + 8);
   if (major >= 2) {
-    if (size < 12) throw error(what + ": truncated .npy header");
+    if (total < 12 || available < 12) throw error(what + ": truncated .npy header");
     start = 12;
     length = detail::le32(p + 8);
   }
-  if (length > size - start)
+  if (length > total - start)
     throw error(what + ": truncated: the .npy header needs " + std::to_string(length) + " bytes, " +
-                std::to_string(size - start) + " are there");
+                std::to_string(total - start) + " are there");
+  if (length > max_header_bytes)
+    throw error(what + ": the .npy header claims " + std::to_string(length) + " bytes, more than the " +
+                std::to_string(max_header_bytes) + " read");
+  if (length > available - start) throw error(what + ": truncated .npy header");
 
   const char* text = reinterpret_cast<const char*>(p + start);
   const detail::literal dict = detail::literal_parser(text, text + length, what).parse_all();
@@ -362,7 +387,7 @@ inline header parse_header(const unsigned char* p, std::size_t size, const std::
     throw error(what + ": shape " + shape_text(h.shape) + " has more bytes than memory can address");
   h.data_bytes = h.count * item_size(h.type);
   h.data_offset = start + length;
-  const std::size_t have = size - h.data_offset;
+  const std::uint64_t have = total - h.data_offset;
   if (have < h.data_bytes)
     throw error(what + ": truncated: shape " + shape_text(h.shape) + " of " + dtype_name(h.type) + " needs " +
                 std::to_string(h.data_bytes) + " bytes of data, " + std::to_string(have) + " are there");
@@ -372,51 +397,64 @@ inline header parse_header(const unsigned char* p, std::size_t size, const std::
   return h;
 }
 
-/// An array from .npy bytes inside `owner`. The data stays where it is when
-/// it is in host byte order and aligned; otherwise it is copied (and swapped).
-inline array from_npy_bytes(const std::shared_ptr<const unsigned char>& owner, const unsigned char* p,
-                            std::size_t size, const std::string& what, std::string name) {
-  const header h = parse_header(p, size, what);
+/// The memory the arrays read so far hold, against limits::max_bytes.
+class memory_budget {
+ public:
+  explicit memory_budget(std::uint64_t limit) : limit_(limit) {}
+  /// Takes the data of `h` (checked before it is allocated).
+  void take(const header& h, const std::string& what) {
+    if (h.data_bytes > limit_ - used_)
+      throw error(what + ": shape " + shape_text(h.shape) + " of " + dtype_name(h.type) + " needs " +
+                  std::to_string(h.data_bytes) + " bytes" +
+                  (used_ ? " (" + std::to_string(used_) + " more before it)" : std::string()) +
+                  ", over the limit of " + std::to_string(limit_) + " bytes (--max-bytes)");
+    used_ += h.data_bytes;
+  }
+
+ private:
+  std::uint64_t limit_, used_ = 0;
+};
+
+/// An array over `data` (h.data_bytes, freshly allocated: aligned for every
+/// element type), swapped to host byte order in place.
+inline array make_array(std::shared_ptr<unsigned char> data, const header& h, std::string name) {
+  if (h.swap) {
+    const std::size_t w = item_size(h.type);
+    for (std::size_t i = 0; i < h.count; ++i) std::reverse(data.get() + i * w, data.get() + (i + 1) * w);
+  }
   array a;
   a.name = std::move(name);
   a.type = h.type;
   a.shape = h.shape;
   a.count = h.count;
-  const unsigned char* src = p + h.data_offset;
-  const std::size_t w = item_size(h.type);
-  if (!h.swap && reinterpret_cast<std::uintptr_t>(src) % w == 0) {
-    a.data = src;
-    a.owner = owner;
-    return a;
-  }
-  auto copy = detail::allocate(h.data_bytes);
-  if (h.swap)
-    for (std::size_t i = 0; i < h.count; ++i)
-      for (std::size_t b = 0; b < w; ++b) copy.get()[i * w + b] = src[i * w + (w - 1 - b)];
-  else if (h.data_bytes > 0)
-    std::memcpy(copy.get(), src, h.data_bytes);
-  a.data = copy.get();
-  a.owner = std::move(copy);
+  a.data = data.get();
+  a.owner = std::move(data);
   return a;
 }
 
-/// An open file read at given offsets; every read is checked against its size.
-class file_reader {
+/// A file (or bytes in memory) read at given offsets; every read is checked
+/// against its size. Messages name it as `shown`, already escaped.
+class source {
  public:
-  explicit file_reader(const std::string& path) : path_(path) {
-    namespace fs = std::filesystem;
-    std::error_code ec;
-    const auto st = fs::status(path, ec);
-    if (ec || !fs::exists(st)) throw error(path + ": cannot open: no such file");
-    if (fs::is_directory(st)) throw error(path + ": cannot read: it is a directory");
-    in_.open(path, std::ios::binary);
-    if (!in_) throw error(path + ": cannot open: " + std::strerror(errno));
-    in_.seekg(0, std::ios::end);
-    const std::streamoff end = in_.tellg();
-    if (end < 0) throw error(path + ": cannot read: its size is unknown");
-    size_ = static_cast<std::uint64_t>(end);
+  source(const std::string& path, std::string shown) : shown_(std::move(shown)) {
+    // O_NONBLOCK: a FIFO does not hang the open; it is refused below.
+    fd_ = ::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NONBLOCK);
+    if (fd_ < 0) throw error(shown_ + ": cannot open: " + std::strerror(errno));
+    struct stat st {};
+    if (::fstat(fd_, &st) != 0) fail_errno("cannot read");
+    if (S_ISDIR(st.st_mode)) throw_closing(shown_ + ": cannot read: it is a directory");
+    if (!S_ISREG(st.st_mode)) throw_closing(shown_ + ": cannot read: not a regular file (its size must be known)");
+    size_ = static_cast<std::uint64_t>(st.st_size);
+  }
+  source(const unsigned char* bytes, std::size_t n, std::string shown)
+      : shown_(std::move(shown)), bytes_(bytes), size_(n) {}
+  source(const source&) = delete;
+  source& operator=(const source&) = delete;
+  ~source() {
+    if (fd_ >= 0) ::close(fd_);
   }
 
+  const std::string& shown() const { return shown_; }
   std::uint64_t size() const { return size_; }
 
   /// Bytes [offset, offset + n) into `out`; `what` names them when they are not all there.
@@ -424,49 +462,111 @@ class file_reader {
     if (offset > size_ || n > size_ - offset)
       throw error(what + ": truncated: " + std::to_string(n) + " bytes at offset " + std::to_string(offset) +
                   " run past the end of the file (" + std::to_string(size_) + " bytes)");
-    in_.clear();
-    in_.seekg(static_cast<std::streamoff>(offset));
-    if (n > 0 && !in_.read(reinterpret_cast<char*>(out), static_cast<std::streamsize>(n)))
-      throw error(path_ + ": cannot read " + std::to_string(n) + " bytes at offset " + std::to_string(offset));
+    if (fd_ < 0) {
+      if (n > 0) std::memcpy(out, bytes_ + offset, n);
+      return;
+    }
+    while (n > 0) {
+      const ssize_t got = ::pread(fd_, out, std::min<std::size_t>(n, std::size_t{1} << 30), static_cast<off_t>(offset));
+      if (got < 0 && errno == EINTR) continue;
+      if (got < 0) fail_errno("cannot read " + std::to_string(n) + " bytes at offset " + std::to_string(offset));
+      if (got == 0) throw error(shown_ + ": cannot read: the file shrank while it was read");
+      out += got;
+      offset += static_cast<std::uint64_t>(got);
+      n -= static_cast<std::size_t>(got);
+    }
   }
   std::vector<unsigned char> read(std::uint64_t offset, std::size_t n, const std::string& what) {
+    if (offset > size_ || n > size_ - offset) read(offset, n, nullptr, what);  // throws before allocating
     std::vector<unsigned char> out(n);
     read(offset, n, out.data(), what);
     return out;
   }
 
  private:
-  std::string path_;
-  std::ifstream in_;
+  [[noreturn]] void fail_errno(const std::string& doing) { throw error(shown_ + ": " + doing + ": " + std::strerror(errno)); }
+  [[noreturn]] void throw_closing(const std::string& message) {
+    ::close(fd_);
+    fd_ = -1;
+    throw error(message);
+  }
+
+  std::string shown_;
+  int fd_ = -1;
+  const unsigned char* bytes_ = nullptr;
   std::uint64_t size_ = 0;
 };
 
-/// Reads a .npy file: the whole file in one buffer, the data in place (numpy
-/// pads the header so the data starts on a 64-byte boundary).
-inline array load_npy(const std::string& path) {
-  file_reader f(path);
-  const auto size = static_cast<std::size_t>(f.size());
-  if (size != f.size()) throw error(path + ": too large for this machine");
-  auto bytes = detail::allocate(size);
-  f.read(0, size, bytes.get(), path);
-  return from_npy_bytes(bytes, bytes.get(), size, path, path);
+/// The first bytes of a .npy of `total` bytes at `offset`: enough for any header read.
+inline std::size_t head_size(std::uint64_t total) {
+  return static_cast<std::size_t>(std::min<std::uint64_t>(total, 12 + max_header_bytes));
+}
+
+/// Reads a .npy file: the header first, then its data alone, into memory of its own.
+inline array load_npy(source& f, const limits& lim = {}) {
+  const std::string& what = f.shown();
+  const auto head = f.read(0, head_size(f.size()), what);
+  const header h = parse_header(head.data(), head.size(), f.size(), what);
+  memory_budget(lim.max_bytes).take(h, what);
+  auto data = detail::allocate(h.data_bytes);
+  f.read(h.data_offset, h.data_bytes, data.get(), what);
+  return make_array(std::move(data), h, what);
+}
+inline array load_npy(const std::string& path, const limits& lim = {}) {
+  source f(path, printable(path, 200));
+  return load_npy(f, lim);
 }
 
 /// One entry of a zip archive's central directory.
 struct zip_entry {
-  std::string name;  // printable()
+  std::string raw_name;  // as stored
+  std::string name;      // printable(), for messages
   std::uint16_t flags = 0, method = 0;
   std::uint32_t crc = 0;
   std::uint64_t compressed = 0, uncompressed = 0, local_offset = 0;
+  std::uint64_t data_at = 0;  // where its bytes start, from its local header
 };
 
-/// The central directory of a zip archive, zip64 included.
-inline std::vector<zip_entry> zip_directory(file_reader& f, const std::string& what) {
+namespace detail {
+
+// The zip64 extra field (id 1): 8-byte values for the fields saturated at
+// 0xFFFFFFFF, in the order given. False if there is none.
+inline bool zip64_extra(const unsigned char* x, std::size_t extra_len, std::initializer_list<std::uint64_t*> fields,
+                        const std::string& entry) {
+  const unsigned char* end = x + extra_len;
+  while (end - x >= 4) {
+    const std::uint16_t id = le16(x), len = le16(x + 2);
+    if (static_cast<std::size_t>(end - x - 4) < len) break;
+    if (id == 0x0001) {
+      const unsigned char* v = x + 4;
+      std::size_t left = len;
+      for (std::uint64_t* field : fields) {
+        if (*field != 0xFFFFFFFFu) continue;
+        if (left < 8) throw error(entry + ": corrupt zip archive (short zip64 field)");
+        *field = le64(v);
+        v += 8;
+        left -= 8;
+      }
+      return true;
+    }
+    x += 4 + len;
+  }
+  return false;
+}
+
+}  // namespace detail
+
+/// The central directory of a zip archive, zip64 included, each entry
+/// checked against its local header; entries may not overlap each other or
+/// the directory.
+inline std::vector<zip_entry> zip_directory(source& f) {
   using detail::le16;
   using detail::le32;
   using detail::le64;
-  // The end-of-central-directory record: the last one whose comment reaches
-  // the end, within the last 22 + 65535 bytes (and 20 more for a zip64 locator).
+  const std::string& what = f.shown();
+  // The end-of-central-directory record: the last one within the last
+  // 22 + 65535 bytes (and 20 more for a zip64 locator). Bytes after it are
+  // allowed, as Python's zipfile (and so numpy) allows them.
   const std::uint64_t size = f.size();
   if (size < 22) throw error(what + ": not a zip archive (too short for one)");
   const auto tail_size = static_cast<std::size_t>(std::min<std::uint64_t>(size, 22 + 0xFFFF + 20));
@@ -475,7 +575,7 @@ inline std::vector<zip_entry> zip_directory(file_reader& f, const std::string& w
   const unsigned char* t = tail.data();
   std::size_t eocd = tail_size;
   for (std::size_t at = tail_size - 22 + 1; at-- > 0;)
-    if (le32(t + at) == 0x06054b50u && at + 22 + le16(t + at + 20) == tail_size) {
+    if (le32(t + at) == 0x06054b50u) {
       eocd = at;
       break;
     }
@@ -501,6 +601,8 @@ inline std::vector<zip_entry> zip_directory(file_reader& f, const std::string& w
   const auto dir = f.read(dir_offset, static_cast<std::size_t>(dir_size), what);
   const unsigned char* p = dir.data();
   std::vector<zip_entry> out;
+  out.reserve(static_cast<std::size_t>(entries));
+  std::unordered_set<std::string> names;  // hashed: an archive of many entries is checked in linear time
   std::size_t at = 0;
   const std::size_t end = dir.size();
   for (std::uint64_t k = 0; k < entries; ++k) {
@@ -517,95 +619,163 @@ inline std::vector<zip_entry> zip_directory(file_reader& f, const std::string& w
     e.local_offset = le32(p + at + 42);
     if (end - at - 46 < name_len + extra_len + comment_len)
       throw error(what + ": corrupt zip archive (central directory entry " + std::to_string(k) + " runs past it)");
-    e.name = printable(std::string(reinterpret_cast<const char*>(p + at + 46), name_len), 0xFFFF);
-    // Zip64 extra field: 8-byte values for the fields saturated above, in this order.
-    const unsigned char* x = p + at + 46 + name_len;
-    const unsigned char* x_end = x + extra_len;
+    e.raw_name.assign(reinterpret_cast<const char*>(p + at + 46), name_len);
+    e.name = printable(e.raw_name, 100);
+    const std::string entry = what + ": entry '" + e.name + "'";
     const bool need64 = e.uncompressed == 0xFFFFFFFFu || e.compressed == 0xFFFFFFFFu ||
                         e.local_offset == 0xFFFFFFFFu || disk == 0xFFFFu;
-    bool found64 = false;
-    while (x_end - x >= 4) {
-      const std::uint16_t id = le16(x), len = le16(x + 2);
-      if (static_cast<std::size_t>(x_end - x - 4) < len) break;
-      if (id == 0x0001 && !found64) {
-        found64 = true;
-        const unsigned char* v = x + 4;
-        std::size_t left = len;
-        for (std::uint64_t* field : {&e.uncompressed, &e.compressed, &e.local_offset}) {
-          if (*field != 0xFFFFFFFFu) continue;
-          if (left < 8) throw error(what + ": corrupt zip archive (short zip64 field of '" + e.name + "')");
-          *field = le64(v);
-          v += 8;
-          left -= 8;
-        }
-      }
-      x += 4 + len;
-    }
+    const bool found64 = detail::zip64_extra(p + at + 46 + name_len, extra_len,
+                                             {&e.uncompressed, &e.compressed, &e.local_offset}, entry);
     if (need64 && !found64) throw error(what + ": corrupt zip archive ('" + e.name + "' lacks its zip64 sizes)");
-    out.push_back(std::move(e));
+    if (!names.insert(e.raw_name).second) throw error(what + ": the archive holds '" + e.name + "' twice");
     at += 46 + name_len + extra_len + comment_len;
+
+    // The local header must agree with the central one: a reader that
+    // trusts either could otherwise be shown other bytes than this one.
+    if (e.flags & 1u) throw error(entry + " is encrypted");
+    if (e.local_offset > dir_offset || dir_offset - e.local_offset < 30)
+      throw error(entry + ": corrupt zip archive (bad local header)");
+    const auto local = f.read(e.local_offset, 30, entry);
+    if (le32(local.data()) != 0x04034b50u) throw error(entry + ": corrupt zip archive (bad local header)");
+    const std::size_t local_name = le16(local.data() + 26), local_extra = le16(local.data() + 28);
+    e.data_at = e.local_offset + 30 + local_name + local_extra;
+    if (e.data_at > dir_offset || e.compressed > dir_offset - e.data_at)
+      throw error(entry + ": truncated: its " + std::to_string(e.compressed) +
+                  " bytes run past the start of the central directory");
+    const auto local_fields = f.read(e.local_offset + 30, local_name + local_extra, entry);
+    const std::uint16_t local_flags = le16(local.data() + 6);
+    std::uint64_t local_crc = le32(local.data() + 14), local_compressed = le32(local.data() + 18),
+                  local_uncompressed = le32(local.data() + 22);
+    detail::zip64_extra(local_fields.data() + local_name, local_extra, {&local_uncompressed, &local_compressed}, entry);
+    const bool descriptor = (local_flags & 8u) != 0;  // CRC and sizes after the data; zero here
+    const auto agrees = [descriptor](std::uint64_t local_value, std::uint64_t central_value) {
+      return local_value == central_value || (descriptor && local_value == 0);
+    };
+    const char* differs = local_name != name_len || (name_len > 0 && std::memcmp(local_fields.data(), e.raw_name.data(), name_len) != 0)
+                              ? "name"
+                          : le16(local.data() + 8) != e.method                 ? "compression method"
+                          : ((local_flags ^ e.flags) & 0x41u) != 0              ? "encryption flag"
+                          : !agrees(local_crc, e.crc)                           ? "CRC-32"
+                          : !agrees(local_compressed, e.compressed) ||
+                                  !agrees(local_uncompressed, e.uncompressed)   ? "size"
+                                                                                : nullptr;
+    if (differs) throw error(entry + ": corrupt zip archive (the local header's " + differs + " does not match the central directory's)");
+    out.push_back(std::move(e));
   }
+  // No two entries may share bytes: overlapping entries make a small file
+  // inflate to many times its size.
+  std::vector<const zip_entry*> by_offset;
+  by_offset.reserve(out.size());
+  for (const auto& e : out) by_offset.push_back(&e);
+  std::sort(by_offset.begin(), by_offset.end(),
+            [](const zip_entry* a, const zip_entry* b) { return a->local_offset < b->local_offset; });
+  for (std::size_t k = 1; k < by_offset.size(); ++k)
+    if (by_offset[k]->local_offset < by_offset[k - 1]->data_at + by_offset[k - 1]->compressed)
+      throw error(what + ": corrupt zip archive (entries '" + by_offset[k - 1]->name + "' and '" + by_offset[k]->name +
+                  "' overlap)");
   return out;
 }
 
-/// The bytes of one stored or deflated zip entry, checked against its CRC-32,
-/// in a buffer of their own (`begin` points at them). A stored .npy is placed
-/// so that its data lands on a 16-byte boundary, and is then read in place.
-inline std::shared_ptr<const unsigned char> zip_entry_bytes(file_reader& f, const zip_entry& e, const std::string& what,
-                                                            const unsigned char*& begin) {
-  using detail::le16;
-  using detail::le32;
-  const std::string entry = what + ": entry '" + e.name + "'";
-  if (e.flags & 1u) throw error(entry + " is encrypted");
-  if (e.local_offset > f.size() || f.size() - e.local_offset < 30)
-    throw error(entry + ": corrupt zip archive (bad local header)");
-  const auto local = f.read(e.local_offset, 30, entry);
-  if (le32(local.data()) != 0x04034b50u) throw error(entry + ": corrupt zip archive (bad local header)");
-  const std::uint64_t start = e.local_offset + 30 + le16(local.data() + 26) + le16(local.data() + 28);
-  if (start > f.size() || e.compressed > f.size() - start)
-    throw error(entry + ": truncated: its " + std::to_string(e.compressed) + " bytes run past the end of the file");
-  std::shared_ptr<unsigned char> out;
+#if FREEPRUNER_TOOL_HAVE_ZLIB
+/// A raw deflate stream of `n` bytes at `at`, inflated piece by piece: the
+/// compressed bytes are read in chunks, never held whole.
+class inflater {
+ public:
+  inflater(source& f, std::uint64_t at, std::uint64_t n, std::string entry) : f_(f), at_(at), left_(n), entry_(std::move(entry)) {
+    if (inflateInit2(&z_, -MAX_WBITS) != Z_OK) throw error(entry_ + ": zlib cannot start");
+  }
+  inflater(const inflater&) = delete;
+  inflater& operator=(const inflater&) = delete;
+  ~inflater() { inflateEnd(&z_); }
+
+  /// Fills [out, out + n); an error if the stream ends first or is corrupt.
+  void fill(unsigned char* out, std::size_t n) {
+    while (n > 0) {
+      if (ended_) throw error(entry_ + ": corrupt zip archive (the deflate data ends early)");
+      const std::size_t made = step(out, n);
+      out += made;
+      n -= made;
+    }
+  }
+  /// Checks that the stream ends here and uses all of the entry's bytes.
+  void finish() {
+    unsigned char extra = 0;
+    if (!ended_ && step(&extra, 1) > 0)
+      throw error(entry_ + ": corrupt zip archive (the deflate data holds more than its size claims)");
+    if (!ended_) throw error(entry_ + ": corrupt zip archive (the deflate data does not end)");
+    if (z_.avail_in > 0 || left_ > 0)
+      throw error(entry_ + ": corrupt zip archive (" + std::to_string(z_.avail_in + left_) +
+                  " bytes of junk after the deflate data)");
+  }
+
+ private:
+  std::size_t step(unsigned char* out, std::size_t n) {
+    if (z_.avail_in == 0 && left_ > 0) {
+      const auto chunk = static_cast<std::size_t>(std::min<std::uint64_t>(left_, 1u << 16));
+      in_.resize(chunk);
+      f_.read(at_, chunk, in_.data(), entry_);
+      at_ += chunk;
+      left_ -= chunk;
+      z_.next_in = in_.data();
+      z_.avail_in = static_cast<uInt>(chunk);
+    }
+    const auto room = static_cast<uInt>(std::min<std::size_t>(n, 1u << 30));
+    z_.next_out = out;
+    z_.avail_out = room;
+    const int rc = inflate(&z_, Z_NO_FLUSH);
+    const std::size_t made = room - z_.avail_out;
+    if (rc == Z_STREAM_END) {
+      ended_ = true;
+    } else if (rc == Z_BUF_ERROR && made == 0 && left_ == 0) {
+      throw error(entry_ + ": truncated: the deflate data ends early");
+    } else if (rc != Z_OK && rc != Z_BUF_ERROR) {
+      throw error(entry_ + ": corrupt deflate data" + (z_.msg ? std::string(" (") + z_.msg + ")" : std::string()));
+    }
+    return made;
+  }
+
+  source& f_;
+  std::uint64_t at_, left_;
+  std::string entry_;
+  z_stream z_{};
+  std::vector<unsigned char> in_;
+  bool ended_ = false;
+};
+#endif
+
+/// The array in one stored or deflated zip entry: its .npy header is read
+/// and checked (sizes, limits) before the data is allocated, and the
+/// entry's CRC-32 is verified over the whole of it.
+inline array zip_entry_array(source& f, const zip_entry& e, memory_budget& budget, std::string name) {
+  const std::string entry = f.shown() + ": entry '" + e.name + "'";
+  header h;
+  std::shared_ptr<unsigned char> data;
+  std::uint32_t crc = 0;
   if (e.method == 0) {
     if (e.compressed != e.uncompressed) throw error(entry + ": corrupt zip archive (stored sizes differ)");
-    const auto n = static_cast<std::size_t>(e.uncompressed);
-    // Where the .npy data will start, from its header's length field.
-    std::size_t data_at = 0;
-    if (n >= 12) {
-      const auto head = f.read(start, 12, entry);
-      data_at = head[6] == 1 ? 10u + le16(head.data() + 8) : 12u + le32(head.data() + 8);
-    }
-    const std::size_t pad = (16 - data_at % 16) % 16;
-    out = detail::allocate(pad + n);
-    f.read(start, n, out.get() + pad, entry);
-    begin = out.get() + pad;
+    const auto head = f.read(e.data_at, head_size(e.uncompressed), entry);
+    h = parse_header(head.data(), head.size(), e.uncompressed, entry);
+    budget.take(h, entry);
+    crc = crc32(head.data(), h.data_offset);
+    data = detail::allocate(h.data_bytes);
+    f.read(e.data_at + h.data_offset, h.data_bytes, data.get(), entry);
   } else if (e.method == 8) {
 #if FREEPRUNER_TOOL_HAVE_ZLIB
-    // Deflate expands at most 1032:1; a larger claimed size is corrupt, not a reason to allocate.
+    // Deflate expands at most 1032:1; a larger claimed size is corrupt.
     if (e.uncompressed / 1032 > e.compressed + 1)
       throw error(entry + ": corrupt zip archive (claims " + std::to_string(e.uncompressed) + " bytes from " +
                   std::to_string(e.compressed) + ")");
-    const auto packed = f.read(start, static_cast<std::size_t>(e.compressed), entry);
-    out = detail::allocate(static_cast<std::size_t>(e.uncompressed));
-    z_stream z{};
-    if (inflateInit2(&z, -MAX_WBITS) != Z_OK) throw error(entry + ": zlib cannot start");
-    std::size_t in_left = packed.size(), out_left = static_cast<std::size_t>(e.uncompressed);
-    z.next_in = packed.data();
-    z.next_out = out.get();
-    int rc = Z_OK;
-    while (rc == Z_OK) {
-      const uInt in_chunk = static_cast<uInt>(std::min<std::size_t>(in_left, 1u << 30));
-      const uInt out_chunk = static_cast<uInt>(std::min<std::size_t>(out_left, 1u << 30));
-      z.avail_in = in_chunk;
-      z.avail_out = out_chunk;
-      rc = inflate(&z, Z_NO_FLUSH);
-      in_left -= in_chunk - z.avail_in;
-      out_left -= out_chunk - z.avail_out;
-      if (rc == Z_OK && in_chunk == z.avail_in && out_chunk == z.avail_out) break;  // no progress
-    }
-    const std::string why = z.msg ? std::string(" (") + z.msg + ")" : std::string();
-    inflateEnd(&z);
-    if (rc != Z_STREAM_END || out_left != 0) throw error(entry + ": corrupt or truncated deflate data" + why);
-    begin = out.get();
+    inflater z(f, e.data_at, e.compressed, entry);
+    std::vector<unsigned char> head(head_size(e.uncompressed));
+    z.fill(head.data(), head.size());
+    h = parse_header(head.data(), head.size(), e.uncompressed, entry);
+    budget.take(h, entry);
+    crc = crc32(head.data(), h.data_offset);
+    data = detail::allocate(h.data_bytes);
+    const std::size_t have = head.size() - h.data_offset;  // data bytes inflated with the header
+    if (have > 0) std::memcpy(data.get(), head.data() + h.data_offset, have);
+    z.fill(data.get() + have, h.data_bytes - have);
+    z.finish();
 #else
     throw error(entry + " is compressed (numpy.savez_compressed), and this freepruner was built without zlib; "
                 "save with numpy.savez, or rebuild with zlib (Debian: zlib1g-dev)");
@@ -614,9 +784,8 @@ inline std::shared_ptr<const unsigned char> zip_entry_bytes(file_reader& f, cons
     throw error(entry + ": compression method " + std::to_string(e.method) +
                 " is not supported (stored, as numpy.savez writes, or deflate, as numpy.savez_compressed)");
   }
-  if (crc32(begin, static_cast<std::size_t>(e.uncompressed)) != e.crc)
-    throw error(entry + " is corrupt (its CRC-32 does not match)");
-  return out;
+  if (crc32(data.get(), h.data_bytes, crc) != e.crc) throw error(entry + " is corrupt (its CRC-32 does not match)");
+  return make_array(std::move(data), h, std::move(name));
 }
 
 // arr_<digits>, as numpy.savez names positional arrays; -1 otherwise.
@@ -633,28 +802,29 @@ inline long long positional_index(const std::string& name) {
 /// Reads every array of a .npz archive. Order: by number when every name is
 /// arr_<n> (numpy.savez(*arrays)); otherwise the archive's order (keyword
 /// arrays, which numpy writes in the order given).
-inline std::vector<array> load_npz(const std::string& path) {
-  file_reader f(path);
-  const auto entries = zip_directory(f, path);
-  if (entries.empty()) throw error(path + ": the archive holds no array");
+inline std::vector<array> load_npz(source& f, const limits& lim = {}) {
+  const std::string& what = f.shown();
+  const auto entries = zip_directory(f);
+  if (entries.empty()) throw error(what + ": the archive holds no array");
+  const std::string suffix = ".npy";
+  for (const auto& e : entries)  // every name before any data
+    if (e.raw_name.size() <= suffix.size() ||
+        e.raw_name.compare(e.raw_name.size() - suffix.size(), suffix.size(), suffix) != 0)
+      throw error(what + ": entry '" + e.name + "' is not a .npy array");
+  memory_budget budget(lim.max_bytes);
   std::vector<array> out;
-  for (const auto& e : entries) {
-    const std::string suffix = ".npy";
-    if (e.name.size() <= suffix.size() || e.name.compare(e.name.size() - suffix.size(), suffix.size(), suffix) != 0)
-      throw error(path + ": entry '" + e.name + "' is not a .npy array");
-    std::string name = e.name.substr(0, e.name.size() - suffix.size());
-    for (const auto& a : out)
-      if (a.name == name) throw error(path + ": the archive holds '" + e.name + "' twice");
-    const unsigned char* begin = nullptr;
-    const auto owner = zip_entry_bytes(f, e, path, begin);
-    out.push_back(from_npy_bytes(owner, begin, static_cast<std::size_t>(e.uncompressed),
-                                 path + ": entry '" + e.name + "'", std::move(name)));
-  }
+  out.reserve(entries.size());
+  for (const auto& e : entries)
+    out.push_back(zip_entry_array(f, e, budget, printable(e.raw_name.substr(0, e.raw_name.size() - suffix.size()), 100)));
   const bool positional = std::all_of(out.begin(), out.end(), [](const array& a) { return positional_index(a.name) >= 0; });
   if (positional)
     std::stable_sort(out.begin(), out.end(),
                      [](const array& a, const array& b) { return positional_index(a.name) < positional_index(b.name); });
   return out;
+}
+inline std::vector<array> load_npz(const std::string& path, const limits& lim = {}) {
+  source f(path, printable(path, 200));
+  return load_npz(f, lim);
 }
 
 }  // namespace npy

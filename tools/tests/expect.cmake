@@ -1,11 +1,26 @@
 # Runs the tool once and checks how it ended:
-#   cmake -DCLI=<tool> -DARGS=<a|b|c> -DRC=<exit code> -DMATCH=<regex> [-DFILES=<f|g>] -P expect.cmake
+#   cmake -DCLI=<tool> -DARGS=<a|b|c> -DRC=<exit code> -DMATCH=<regex> [-DFILES=<f|g>]
+#         [-DNOFILES=<glob|glob>] [-DSTDOUT=<file>] -P expect.cmake
 # Exit code 0: stderr must be empty and stdout must match MATCH; each of FILES
 # must be a PNG file. Otherwise: stdout must be empty, and stderr one line
 # "freepruner: ..." that matches MATCH. A crash (a signal) never matches.
+# Either way no file may match NOFILES. STDOUT sends stdout to that file
+# (/dev/full: output that cannot be written) instead of checking it.
 
 string(REPLACE "|" ";" args "${ARGS}")
-execute_process(COMMAND "${CLI}" ${args} RESULT_VARIABLE rc OUTPUT_VARIABLE out ERROR_VARIABLE err)
+string(REPLACE "|" ";" nofiles "${NOFILES}")
+foreach(pattern IN LISTS nofiles)  # left by an earlier run
+  file(GLOB stale "${pattern}")
+  if(stale)
+    file(REMOVE ${stale})
+  endif()
+endforeach()
+if(STDOUT)
+  execute_process(COMMAND "${CLI}" ${args} RESULT_VARIABLE rc OUTPUT_FILE "${STDOUT}" ERROR_VARIABLE err)
+  set(out "")
+else()
+  execute_process(COMMAND "${CLI}" ${args} RESULT_VARIABLE rc OUTPUT_VARIABLE out ERROR_VARIABLE err)
+endif()
 list(JOIN args " " shown)
 set(report "command: ${CLI} ${shown}\nexit: ${rc} (expected ${RC})\nstdout:\n${out}\nstderr:\n${err}")
 if(NOT "${rc}" STREQUAL "${RC}")
@@ -39,4 +54,10 @@ else()
     message(FATAL_ERROR "stderr does not match '${MATCH}'\n${report}")
   endif()
 endif()
+foreach(pattern IN LISTS nofiles)
+  file(GLOB left "${pattern}")
+  if(left)
+    message(FATAL_ERROR "left behind: ${left}\n${report}")
+  endif()
+endforeach()
 message(STATUS "ok: exit ${rc}: ${out}${err}")

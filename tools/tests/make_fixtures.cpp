@@ -118,5 +118,65 @@ int main(int argc, char** argv) {
   auto nan = maps;
   nan[5] = std::numeric_limits<float>::quiet_NaN();
   put("nan.npy", npy_writer::npy_of(nan, "<f4", {L, H, N, N}));
+
+  // Hostile files: one per class of the image checks, and the paths the
+  // error messages must report with errno's reason.
+  const std::string whole_photo = photo(60, 40);
+  put("truncated.ppm", whole_photo.substr(0, whole_photo.size() - 10));
+  put("overflow.pgm", "P5\n4294967295 1\n255\n" + std::string(64, '\0'));  // stb's int overflows here
+  put("bomb.pgm", "P5\n30000 30000\n255\n" + std::string(64, '\0'));
+  std::string bmp = "BM";  // a 54-byte header claiming 20000x20000 pixels of 24 bits
+  npy_writer::put32(bmp, 54 + 3u * 20000 * 20000);
+  npy_writer::put32(bmp, 0);
+  npy_writer::put32(bmp, 54);
+  npy_writer::put32(bmp, 40);
+  npy_writer::put32(bmp, 20000);
+  npy_writer::put32(bmp, 20000);
+  npy_writer::put16(bmp, 1);
+  npy_writer::put16(bmp, 24);
+  bmp += std::string(24, '\0');
+  put("bomb.bmp", bmp);
+  // SOI, a baseline frame header of 8x8 with 3 components, EOI: no scan at all.
+  put("frame_only.jpg", std::string("\xff\xd8\xff\xc0\x00\x11\x08\x00\x08\x00\x08\x03"
+                                    "\x01\x11\x00\x02\x11\x00\x03\x11\x00\xff\xd9", 23));
+  // A Huffman table of 257 codes (stb 2.27 writes it past its array), and 16-bit PGM (stb reads past its buffer).
+  std::string dht("\xff\xd8\xff\xc4\x01\x14\x00", 7);  // DHT of 2 + 1 + 16 + 257 bytes, table 0
+  dht += std::string(14, '\0') + "\x02\xff";  // 16 counts: 2 codes of 15 bits, 255 of 16 bits
+  dht += std::string(257, '\0') + "\xff\xd9";
+  put("huffman.jpg", dht);
+  put("deep.pgm", "P5\n2 2\n65535\n" + std::string(8, '\0'));
+  put("anim.gif", "GIF89a\x01\x00\x01\x00\x00\x00\x00;");
+#if FREEPRUNER_TOOL_HAVE_ZLIB
+  {
+    // A 1x1 greyscale PNG whose pixel data inflates to 1 MiB, not 2 bytes.
+    const auto chunk = [](std::string& out, const char* type, const std::string& data) {
+      std::string body = std::string(type, 4) + data;
+      const auto be = [&out](std::uint32_t v) {
+        for (int k = 3; k >= 0; --k) out += static_cast<char>((v >> (8 * k)) & 0xFF);
+      };
+      be(static_cast<std::uint32_t>(data.size()));
+      out += body;
+      be(freepruner_tool::npy::crc32(reinterpret_cast<const unsigned char*>(body.data()), body.size()));
+    };
+    std::string ihdr("\0\0\0\1\0\0\0\1\x08\0\0\0\0", 13);
+    const std::string zeros(1u << 20, '\0');
+    uLongf packed_size = compressBound(static_cast<uLong>(zeros.size()));
+    std::string packed(packed_size, '\0');
+    compress(reinterpret_cast<Bytef*>(&packed[0]), &packed_size, reinterpret_cast<const Bytef*>(zeros.data()),
+             static_cast<uLong>(zeros.size()));
+    packed.resize(packed_size);
+    std::string png("\x89PNG\r\n\x1a\n", 8);
+    chunk(png, "IHDR", ihdr);
+    chunk(png, "IDAT", packed);
+    chunk(png, "IEND", "");
+    put("bomb.png", png);
+  }
+#endif
+  std::error_code ec;
+  fs::remove(dir / "loop.npy", ec);
+  fs::create_symlink("loop.npy", dir / "loop.npy", ec);  // a link to itself
+  fs::create_directories(dir / "partial_1.png");          // a batch's second picture cannot be written
+  put("not_a_zip.npz", whole.substr(0, 200));
+  put("axes.npy", npy_writer::npy_of(std::vector<float>{1}, "<f4", shape_t(10000, 1)));  // 10,000 axes
   return 0;
 }

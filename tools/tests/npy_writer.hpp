@@ -30,8 +30,10 @@ inline void put64(std::string& s, std::uint64_t v) {
 
 /// The dictionary numpy writes: {'descr': '<f4', 'fortran_order': False, 'shape': (2, 3), }
 inline std::string dict(const std::string& descr, bool fortran, const std::vector<std::int64_t>& shape) {
-  return "{'descr': '" + descr + "', 'fortran_order': " + (fortran ? "True" : "False") +
-         ", 'shape': " + freepruner_tool::npy::shape_text(shape) + ", }";
+  std::string tuple = "(";  // every axis (shape_text shortens a long shape for messages)
+  for (std::size_t k = 0; k < shape.size(); ++k) tuple += (k ? ", " : "") + std::to_string(shape[k]);
+  tuple += shape.size() == 1 ? ",)" : ")";
+  return "{'descr': '" + descr + "', 'fortran_order': " + (fortran ? "True" : "False") + ", 'shape': " + tuple + ", }";
 }
 
 /// A .npy file: magic, version, the dictionary padded with spaces and a
