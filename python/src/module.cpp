@@ -52,6 +52,7 @@ std::string dtype_name(const nb::dlpack::dtype& t) {
     case nb::dlpack::dtype_code::Bool: kind = "bool"; break;
     default: break;
   }
+  if (t.code == static_cast<std::uint8_t>(nb::dlpack::dtype_code::Bool)) return "bool";
   std::string name = kind + std::to_string(t.bits);
   if (t.lanes != 1) name += "x" + std::to_string(t.lanes);
   return name;
@@ -540,10 +541,10 @@ NB_MODULE(_core, m) {
       })
       .def("__repr__", &budget_repr);
 
-  m.def("select", &select_maps, nb::arg("maps"), nb::arg("budget"), nb::arg("prefix_tokens"), nb::arg("suffix_tokens"),
+  m.def("select", &select_maps, nb::arg("maps").none(), nb::arg("budget"), nb::arg("prefix_tokens"), nb::arg("suffix_tokens"),
         nb::arg("pivots_per_layer"), nb::arg("fence_factor"), nb::arg("complementary_from"),
         nb::arg("complementary_layer"), nb::arg("pivot_layers").none());
-  m.def("select_qk", &select_qk, nb::arg("q_layers"), nb::arg("k_layers"), nb::arg("budget"),
+  m.def("select_qk", &select_qk, nb::arg("q_layers").none(), nb::arg("k_layers").none(), nb::arg("budget"),
         nb::arg("scale").none(), nb::arg("layout"), nb::arg("prefix_tokens"), nb::arg("suffix_tokens"),
         nb::arg("pivots_per_layer"), nb::arg("fence_factor"), nb::arg("complementary_from"),
         nb::arg("complementary_layer"), nb::arg("pivot_layers").none());
@@ -556,7 +557,7 @@ NB_MODULE(_core, m) {
         return fp::kept_tokens(b, tokens, o);
       },
       nb::arg("budget"), nb::arg("tokens"), nb::arg("prefix_tokens"), nb::arg("suffix_tokens"));
-  m.def("_data_pointers", &data_pointers, nb::arg("maps"));
+  m.def("_data_pointers", &data_pointers, nb::arg("maps").none());
   m.def("_time_select", &time_select, nb::arg("maps"), nb::arg("budget"), nb::arg("prefix_tokens"),
         nb::arg("repeats"));
 
