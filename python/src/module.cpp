@@ -386,22 +386,28 @@ std::vector<std::uintptr_t> data_pointers(nb::handle maps) {
   return out;
 }
 
-// Best time of the C++ call alone on the maps as the binding converts them
-// (bench/python_compare.py measures the binding's overhead against it).
+// Best time of the C++ call alone on the maps as the binding converts them,
+// [L, H, N, N] or a batch (bench/python_compare.py: the binding's overhead).
 double time_select(nb::handle maps, const fp::budget& b, index_t prefix_tokens, int repeats) {
   const maps_input in = read_maps(maps);
-  if (in.kind != maps_input::form::single) fail(fp::errc::invalid_shape, "maps: _time_select takes [L, H, N, N]");
+  if (in.kind != maps_input::form::single && in.kind != maps_input::form::batch)
+    fail(fp::errc::invalid_shape, "maps: _time_select takes one tensor, [L, H, N, N] or [B, L, H, N, N]");
   fp::options o;
   o.prefix_tokens = prefix_tokens;
   double best = std::numeric_limits<double>::infinity();
   with_element(in.type, [&](auto tag) {
     using T = decltype(tag);
-    const auto v = in.view<T>();
     nb::gil_scoped_release nogil;
     for (int r = 0; r < repeats; ++r) {
       const auto t0 = std::chrono::steady_clock::now();
-      fp::selection s;
-      const auto st = fp::try_select(v, b, o, s);
+      fp::status st;
+      if (in.kind == maps_input::form::single) {
+        fp::selection s;
+        st = fp::try_select(in.view<T>(), b, o, s);
+      } else {
+        std::vector<fp::selection> s;
+        st = fp::try_select(in.batched_view<T>(), b, o, s);
+      }
       const double dt = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
       if (st && dt < best) best = dt;
     }
