@@ -5,15 +5,18 @@ maps, in one run, and its table in docs/performance.md.
     pip install .                       # the package (docs/python.md)
     python3 bench/python_compare.py [--write]
 
-Columns: the C++ select alone, timed in C++ on the view the binding builds
-(`freepruner._core._time_select`); `fp.select` called from Python on a NumPy
-array and on a torch tensor (the binding's overhead is their excess over the
-C++ call); and bench/torch_compare.py's vectorized PyTorch implementation of
-the same SPEC with float32 and with float64 sums, on one thread as
-freepruner. Every time is the best of its repeats; the C++ and Python
-calls alternate, one of each in turn, so all see the same load. Both sides must return the same
-tokens (checked). --write puts the table into docs/performance.md, between
-its python-binding markers (bench/report.py keeps that block).
+Each `fp.select` call (on a NumPy array, on a torch tensor) is timed from
+Python, and the binding times the C++ select inside it
+(`freepruner._core._last_select_seconds`): the overhead is the rest of the
+call (conversion, checks, the GIL, the result arrays, and the caches the
+select's pass has emptied), as the median over many calls of the
+difference, over the median C++ time. That pairs the two times of one call,
+so the load of a shared machine cancels. The PyTorch columns are
+bench/torch_compare.py's vectorized implementation of the same SPEC with
+float32 and with float64 sums, on one thread as freepruner; both sides must
+return the same tokens (checked). Times are the best of their repeats.
+--write puts the table into docs/performance.md, between its python-binding
+markers (bench/report.py keeps that block).
 """
 import os
 import re
@@ -40,24 +43,15 @@ def best_python(f, reps):
     return best
 
 
-def rotated(calls, turn):
-    """Runs the calls starting from number turn % len(calls); returns their times in the given order."""
-    times = [0.0] * len(calls)
-    for k in range(len(calls)):
-        j = (turn + k) % len(calls)
-        times[j] = calls[j]()
-    return times
-
-
-def binding_cost(batch):
-    """Median seconds fp.select adds to the C++ call, from NumPy and from torch, for tiny maps."""
-    tiny = make_maps(1, 1, 16) if batch == 1 else np.stack([make_maps(1, 1, 16, seed=b) for b in range(batch)])
-    ttiny = torch.from_numpy(tiny)
-    budget = fp.budget.count(4)
-    calls = [lambda: fp._core._time_select(tiny, budget, 1, 1), lambda: best_python(lambda: fp.select(tiny, budget), 1),
-             lambda: best_python(lambda: fp.select(ttiny, budget), 1)]
-    turns = [rotated(calls, i) for i in range(3000)]
-    return tuple(float(np.median([t[k] - t[0] for t in turns])) for k in (1, 2))
+def timed_calls(f, calls):
+    """(total, C++ select) seconds of each of `calls` calls of f."""
+    out = []
+    for _ in range(calls):
+        t0 = time.perf_counter()
+        f()
+        total = time.perf_counter() - t0
+        out.append((total, fp._core._last_select_seconds()))
+    return np.array(out)
 
 
 def main():
@@ -76,14 +70,12 @@ def main():
         maps = np.stack([make_maps(L, H, N, seed=7 + b) for b in range(B)]) if B > 1 else make_maps(L, H, N)
         tmaps = torch.from_numpy(maps)
         budget = fp.budget.count(m) if m else fp.budget.adaptive()
-        # One call of each in turn, many times, the order rotating: the best time of each.
-        calls = [lambda: fp._core._time_select(maps, budget, prefix, 1),
-                 lambda: best_python(lambda: fp.select(maps, budget, prefix_tokens=prefix), 1),
-                 lambda: best_python(lambda: fp.select(tmaps, budget, prefix_tokens=prefix), 1)]
-        turns = [rotated(calls, i) for i in range(15 if L > 2 else 200)]
-        t_cpp, t_np, t_torch = (min(t[k] for t in turns) for k in range(3))
-        cost_np, cost_torch = binding_cost(B)
-        over_np, over_torch = cost_np / t_cpp, cost_torch / t_cpp
+        calls = 20 if L > 2 else 300
+        on_numpy = timed_calls(lambda: fp.select(maps, budget, prefix_tokens=prefix), calls)
+        on_torch = timed_calls(lambda: fp.select(tmaps, budget, prefix_tokens=prefix), calls)
+        t_cpp = min(on_numpy[:, 1].min(), on_torch[:, 1].min())
+        t_np, t_torch = on_numpy[:, 0].min(), on_torch[:, 0].min()
+        over_np, over_torch = (np.median(t[:, 0] - t[:, 1]) / np.median(t[:, 1]) for t in (on_numpy, on_torch))
         kept = fp.select(maps, budget, prefix_tokens=prefix)
         kept = kept if B > 1 else [kept]
         items = [tmaps[b] for b in range(B)] if B > 1 else [tmaps]
@@ -96,16 +88,21 @@ def main():
                     ok = False
                     print(f"{name}, torch {dtype}: tokens differ", file=sys.stderr)
         ms = lambda t: f"{t * 1e3:.2f} ms"  # noqa: E731
-        pct = lambda x: f"{100 * x:.2f} %"  # noqa: E731
+        pct = lambda x: f"{100 * x:.1f} %"  # noqa: E731
         rows.append(f"| {name} | {ms(t_cpp)} | {ms(t_np)} | {pct(over_np)} | {ms(t_torch)} | {pct(over_torch)} "
                     f"| {ms(t_ref[torch.float32])} | {t_ref[torch.float32] / t_np:.1f}x "
                     f"| {ms(t_ref[torch.float64])} | {t_ref[torch.float64] / t_np:.1f}x |")
         print(rows[-1], flush=True)
-    note = ("The overhead is the binding's own cost per call over the C++ call: conversion, checks, the GIL "
-            "and the result arrays, measured on maps of the same batch but 1 layer, 1 head and 16 tokens "
-            "(the median difference to the C++ call there), since nothing depends on the maps' size: nothing "
-            "is copied. Timing the large maps directly gives the same answer within the noise of this shared "
-            "machine (a few %).")
+    # The same on maps so small that the select costs almost nothing: the binding's own cost.
+    tiny = make_maps(1, 1, 16)
+    fixed = timed_calls(lambda: fp.select(tiny, fp.budget.count(4)), 3000)
+    note = (f"The overhead is the rest of each `fp.select` call beyond the C++ select inside it (median over "
+            f"the calls, over the median C++ time). On maps of 1 layer, 1 head and 16 tokens, where the select "
+            f"itself takes {1e6 * np.median(fixed[:, 1]):.1f} us, that rest is "
+            f"{1e6 * np.median(fixed[:, 0] - fixed[:, 1]):.1f} us: conversion, checks, the GIL and the result "
+            "arrays, with nothing copied. On large maps it is larger, as the Python code around the call "
+            "runs after the select's pass has emptied the caches.")
+    print(note)
     table = "\n".join(rows) + "\n\n" + note
     if write:
         block = (f"{BEGIN}\n## The Python package\n\nWritten by `python3 bench/python_compare.py --write` "

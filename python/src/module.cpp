@@ -4,6 +4,7 @@
 // types rule out at compile time (dtype, rank, device, Python strings).
 
 #include <array>
+#include <atomic>
 #include <chrono>
 #include <cstdint>
 #include <cstring>
@@ -99,7 +100,16 @@ bool host_readable(int type) { return type == 1 || type == 3; }
 // The DLPack or buffer-protocol tensor behind `h`, without a copy.
 array import_array(nb::handle h, const std::string& what) {
   array a;
-  if (!nb::try_cast(h, a, false)) {
+  bool imported = nb::try_cast(h, a, false);
+  // torch refuses DLPack export of a tensor that requires grad; its values are read all the same.
+  if (!imported && nb::hasattr(h, "requires_grad") && nb::hasattr(h, "detach")) {
+    try {
+      if (nb::cast<bool>(h.attr("requires_grad"))) imported = nb::try_cast(h.attr("detach")(), a, false);
+    } catch (const nb::python_error&) {
+      imported = false;
+    }
+  }
+  if (!imported) {
     // Say why when the object names its device (a framework's GPU tensor).
     if (nb::hasattr(h, "__dlpack_device__")) {
       int type = 0;
@@ -324,28 +334,23 @@ maps_input read_maps(nb::handle maps) {
   return in;
 }
 
-// Selects on converted maps with the GIL released; throws fp::error.
-nb::object run(const maps_input& in, const fp::budget& b, const fp::options& o) {
-  fp::status st;
-  fp::selection one;
-  std::vector<fp::selection> many;
-  bool batched = false;
-  with_element(in.type, [&](auto tag) {
+// Selects on converted maps; the caller has released the GIL.
+fp::status select_into(const maps_input& in, const fp::budget& b, const fp::options& o, fp::selection& one,
+                       std::vector<fp::selection>& many) {
+  return with_element(in.type, [&](auto tag) {
     using T = decltype(tag);
-    nb::gil_scoped_release nogil;
+    fp::status st;
     switch (in.kind) {
       case maps_input::form::single:
         st = fp::try_select(in.view<T>(), b, o, one);
         break;
       case maps_input::form::batch:
-        batched = true;
         st = fp::try_select(in.batched_view<T>(), b, o, many);
         break;
       case maps_input::form::layers:
         st = fp::try_select(typed_layers<T>{&in.list}, b, o, one);
         break;
       case maps_input::form::batched_layers:
-        batched = true;
         many.resize(static_cast<std::size_t>(in.batch));
         for (index_t item = 0; item < in.batch && st; ++item) {
           const layer_list l = in.item(item);
@@ -359,11 +364,35 @@ nb::object run(const maps_input& in, const fp::budget& b, const fp::options& o) 
                                                                   in.list.extents[2]),
                               b, o, none);
         }
+        if (!st) many.clear();
         break;
     }
+    return st;
   });
+}
+
+bool is_batch(const maps_input& in) {
+  return in.kind == maps_input::form::batch || in.kind == maps_input::form::batched_layers;
+}
+
+// How long the C++ select of the last call took (bench/python_compare.py:
+// the binding's overhead is the rest of the call's time).
+std::atomic<double> last_select_seconds{0};
+
+// Selects with the GIL released; throws fp::error.
+nb::object run(const maps_input& in, const fp::budget& b, const fp::options& o) {
+  fp::selection one;
+  std::vector<fp::selection> many;
+  fp::status st;
+  {
+    nb::gil_scoped_release nogil;
+    const auto t0 = std::chrono::steady_clock::now();
+    st = select_into(in, b, o, one, many);
+    last_select_seconds.store(std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count(),
+                              std::memory_order_relaxed);
+  }
   fp::detail::check(st);
-  if (batched) return to_python(std::move(many));
+  if (is_batch(in)) return to_python(std::move(many));
   return to_python(std::move(one));
 }
 
@@ -384,35 +413,6 @@ std::vector<std::uintptr_t> data_pointers(nb::handle maps) {
   else
     for (const void* p : in.list.data) out.push_back(reinterpret_cast<std::uintptr_t>(p));
   return out;
-}
-
-// Best time of the C++ call alone on the maps as the binding converts them,
-// [L, H, N, N] or a batch (bench/python_compare.py: the binding's overhead).
-double time_select(nb::handle maps, const fp::budget& b, index_t prefix_tokens, int repeats) {
-  const maps_input in = read_maps(maps);
-  if (in.kind != maps_input::form::single && in.kind != maps_input::form::batch)
-    fail(fp::errc::invalid_shape, "maps: _time_select takes one tensor, [L, H, N, N] or [B, L, H, N, N]");
-  fp::options o;
-  o.prefix_tokens = prefix_tokens;
-  double best = std::numeric_limits<double>::infinity();
-  with_element(in.type, [&](auto tag) {
-    using T = decltype(tag);
-    nb::gil_scoped_release nogil;
-    for (int r = 0; r < repeats; ++r) {
-      const auto t0 = std::chrono::steady_clock::now();
-      fp::status st;
-      if (in.kind == maps_input::form::single) {
-        fp::selection s;
-        st = fp::try_select(in.view<T>(), b, o, s);
-      } else {
-        std::vector<fp::selection> s;
-        st = fp::try_select(in.batched_view<T>(), b, o, s);
-      }
-      const double dt = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-      if (st && dt < best) best = dt;
-    }
-  });
-  return best;
 }
 
 // ---------------------------------------------------------------------------
@@ -564,8 +564,7 @@ NB_MODULE(_core, m) {
       },
       nb::arg("budget"), nb::arg("tokens"), nb::arg("prefix_tokens"), nb::arg("suffix_tokens"));
   m.def("_data_pointers", &data_pointers, nb::arg("maps").none());
-  m.def("_time_select", &time_select, nb::arg("maps"), nb::arg("budget"), nb::arg("prefix_tokens"),
-        nb::arg("repeats"));
+  m.def("_last_select_seconds", [] { return last_select_seconds.load(std::memory_order_relaxed); });
 
   nb::class_<fp::preset>(m, "Preset", "A vision encoder's shape and the freepruner settings for it.")
       .def_ro("name", &fp::preset::name)

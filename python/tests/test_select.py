@@ -177,3 +177,18 @@ def test_gil_released():
     thread.join()
     # With the GIL held, this loop would stall for the whole select.
     assert ticks > 10 and gap < 0.5 * alone, (ticks, gap, alone)
+
+
+def test_read_only_broadcast_and_grad_tensors():
+    """Read-only arrays, zero strides (broadcast heads) and torch tensors that require grad."""
+    maps = random_maps(np.random.default_rng(SEED), (2, 1, 30, 30))
+    want = fp.select(np.repeat(maps, 4, axis=1), fp.budget.count(9))
+    broadcast = np.broadcast_to(maps, (2, 4, 30, 30))  # head stride 0, read-only
+    assert fp.select(broadcast, fp.budget.count(9)) == want
+    frozen = np.repeat(maps, 4, axis=1)
+    frozen.setflags(write=False)
+    assert fp.select(frozen, fp.budget.count(9)) == want
+    if torch is not None:
+        t = torch.from_numpy(np.repeat(maps, 4, axis=1)).requires_grad_()
+        assert fp.select(t, fp.budget.count(9)) == want
+        assert fp.select(list(t), fp.budget.count(9)) == want
