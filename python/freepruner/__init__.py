@@ -14,6 +14,7 @@ from . import _core
 from ._core import Error, Preset, budget, presets
 
 __version__ = _core.__version__
+Error.__module__ = __name__  # shown as freepruner.Error in tracebacks
 __all__ = ["Error", "Preset", "Selection", "budget", "kept_tokens", "presets", "select", "select_qk", "__version__"]
 
 
