@@ -160,3 +160,33 @@ def test_no_partial_state_after_an_error():
     with pytest.raises(fp.Error):
         fp.select(with_value((1, 2, 3, 4), np.nan), b.count(4))
     assert fp.select(M, b.count(4)) == good
+
+
+def test_a_device_tensor_is_refused_after_import():
+    """A DLPack capsule of CUDA memory (what a CUDA torch tensor exports) is refused, never read."""
+    import ctypes
+
+    class DLTensor(ctypes.Structure):
+        _fields_ = [("data", ctypes.c_void_p), ("device_type", ctypes.c_int32), ("device_id", ctypes.c_int32),
+                    ("ndim", ctypes.c_int32), ("code", ctypes.c_uint8), ("bits", ctypes.c_uint8),
+                    ("lanes", ctypes.c_uint16), ("shape", ctypes.POINTER(ctypes.c_int64)),
+                    ("strides", ctypes.POINTER(ctypes.c_int64)), ("byte_offset", ctypes.c_uint64)]
+
+    class DLManagedTensor(ctypes.Structure):
+        _fields_ = [("dl_tensor", DLTensor), ("manager_ctx", ctypes.c_void_p), ("deleter", ctypes.c_void_p)]
+
+    shape = (ctypes.c_int64 * 4)(2, 3, 10, 10)
+    managed = DLManagedTensor(DLTensor(0x1000, 2, 1, 4, 2, 32, 1, shape, None, 0), None, None)
+    new_capsule = ctypes.pythonapi.PyCapsule_New
+    new_capsule.restype, new_capsule.argtypes = ctypes.py_object, [ctypes.c_void_p, ctypes.c_char_p, ctypes.c_void_p]
+
+    class CudaTensor:
+        def __dlpack_device__(self):
+            return (2, 1)
+
+        def __dlpack__(self, stream=None, **kwargs):
+            return new_capsule(ctypes.addressof(managed), b"dltensor", None)
+
+    with pytest.raises(fp.Error) as e:
+        fp.select(CudaTensor())
+    assert str(e.value) == "freepruner: maps: a tensor on cuda:1 " + CUDA
