@@ -69,6 +69,13 @@ def test_conformance(case):
             check_forms(torch_forms(maps.astype(dtype)), budget, kwargs, want)
 
 
+def keys_major(t):
+    """The same values with the keys as the slowest-varying of the last two dimensions."""
+    if isinstance(t, np.ndarray):
+        return np.ascontiguousarray(t.swapaxes(-1, -2)).swapaxes(-1, -2)
+    return t.transpose(-1, -2).contiguous().transpose(-1, -2)
+
+
 def random_case(rng):
     L, H, N = int(rng.integers(1, 4)), int(rng.integers(1, 5)), int(rng.integers(12, 90))
     kwargs = {"prefix_tokens": int(rng.integers(0, 3)), "suffix_tokens": int(rng.integers(0, 2))}
@@ -90,7 +97,8 @@ def random_case(rng):
 @pytest.mark.parametrize("dtype", ["float32", "float64", "float16", "bfloat16"])
 def test_random_against_cpp(cli, tmp_path, dtype):
     """Fresh maps and options; the C++ tool selects on the same values (bfloat16:
-    their float32 widening, exact) and the binding must agree exactly."""
+    their float32 widening, exact) and the binding must agree exactly, from
+    NumPy and torch, contiguous and keys-major, as a batch, an item and a list."""
     if dtype == "bfloat16" and torch is None:
         pytest.skip("bfloat16 tensors need torch")
     rng = np.random.default_rng([SEED, len(dtype), dtype.count("b")])
@@ -111,8 +119,12 @@ def test_random_against_cpp(cli, tmp_path, dtype):
                 fp.select(tensor, budget, **kwargs)
             assert str(e.value).split(": ", 1)[1] in want, ctx
             continue
-        got = fp.select(tensor, budget, **kwargs)
-        assert [as_lists(s) for s in got] == want, ctx
+        forms = [tensor, keys_major(tensor)]
+        if torch is not None and dtype != "bfloat16":
+            forms += [torch.from_numpy(tensor), keys_major(torch.from_numpy(tensor))]
+        for form in forms:
+            got = fp.select(form, budget, **kwargs)
+            assert [as_lists(s) for s in got] == want, ctx
         for b in range(2):
             assert as_lists(fp.select(tensor[b], budget, **kwargs)) == want[b], ctx
             layers = [tensor[b][l] for l in range(shape[0])]
