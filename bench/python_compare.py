@@ -34,15 +34,6 @@ from torch_compare import best_of, make_maps, torch_select  # noqa: E402
 BEGIN, END = "<!-- python-binding:begin -->", "<!-- python-binding:end -->"
 
 
-def best_python(f, reps):
-    best = float("inf")
-    for _ in range(reps):
-        t0 = time.perf_counter()
-        f()
-        best = min(best, time.perf_counter() - t0)
-    return best
-
-
 def timed_calls(f, calls):
     """(total, C++ select) seconds of each of `calls` calls of f."""
     out = []
