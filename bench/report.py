@@ -163,12 +163,16 @@ def main():
         lines.append(f"| {n} | {mb:.0f} | {b['select_ms']:.2f} | {b['pass_ms']:.2f} | {b['steps_ms']:.2f} | {b['read_ms']:.2f} | "
                      f"{b['x_read']:.2f} | {100 * b['share_select']:.1f} % | {int(b['pivotal'])} |")
     table = "\n".join(lines) + "\n"
-    # The llama.cpp section is bench/llama_cpp_share.py's: kept as it is.
+    # The sections other scripts write are kept as they are: bench/llama_cpp_share.py's
+    # and bench/python_compare.py --write's.
     path, kept = os.path.join(docs, "performance.md"), ""
     if os.path.exists(path):
         with open(path) as f:
-            m = re.search(r"<!-- llama\.cpp: .*?<!-- end of the llama\.cpp section -->\n?", f.read(), re.S)
-            kept = "\n" + m.group(0) if m else ""
+            old = f.read()
+        for pattern in (r"<!-- llama\.cpp: .*?<!-- end of the llama\.cpp section -->\n?",
+                        r"<!-- python-binding:begin -->.*?<!-- python-binding:end -->\n?"):
+            m = re.search(pattern, old, re.S)
+            kept += "\n" + m.group(0) if m else ""
     with open(path, "w") as f:
         f.write(HEADER + table + FOOTER + kept)
     print(table)
