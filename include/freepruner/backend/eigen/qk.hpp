@@ -211,6 +211,16 @@ void prefetch_row(const operand<E>& x, index_t h, index_t n) {
     prefetch(x.at(h, n, 0), 1);
 }
 
+/// The packed keys of head h, checked finite.
+template <class E>
+status check_keys(const operand<E>& k, const std::string& label, index_t h, scratch<float>& s, const float*& keys,
+                  index_t& stride) {
+  keys = s.packed_keys();
+  stride = 0;
+  if (!rows_finite(keys, s.ld(), k.dim, k.dim)) return locate(k, label, h, k.tokens, [](index_t r) { return r; });
+  return {};
+}
+
 /// Keys of head h as a row-major N x d matrix: in place, or widened into
 /// `buffer`; for float, packed as panels into s.packed_keys() instead.
 /// Checked finite.
@@ -218,13 +228,18 @@ template <class E, class C>
 status load_keys(const operand<E>& k, const std::string& label, index_t h, scratch<C>& s, const C*& keys,
                  index_t& stride) {
   if constexpr (std::is_same<C, float>::value) {
+    auto ahead = [&](index_t j) { prefetch_row(k, h, j); };
+#if FREEPRUNER_X86_SIMD
+    if constexpr (std::is_same<E, float>::value)
+      if (k.dim_stride == 1) {
+        pack_key_rows(k.tokens, k.dim, s.packed_keys(), [&](index_t j) { return k.at(h, j, 0); }, ahead);
+        return check_keys(k, label, h, s, keys, stride);
+      }
+#endif
     pack_keys(
         k.tokens, k.dim, s.packed_keys(), [&](index_t j, index_t t) { return static_cast<float>(*k.at(h, j, t)); },
-        [&](index_t j) { prefetch_row(k, h, j); });
-    keys = s.packed_keys();
-    stride = 0;
-    if (!rows_finite(keys, s.ld(), k.dim, k.dim)) return locate(k, label, h, k.tokens, [](index_t r) { return r; });
-    return {};
+        ahead);
+    return check_keys(k, label, h, s, keys, stride);
   } else {
     std::vector<C>& buffer = s.keys();
     if (k.in_place()) {

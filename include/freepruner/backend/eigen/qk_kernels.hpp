@@ -79,6 +79,40 @@ inline void pack_keys(index_t n, index_t d, float* kt, Key key, Ahead ahead) {
   }
 }
 
+#if FREEPRUNER_X86_SIMD
+/// pack_keys for float keys whose d values are contiguous (row(j) points at
+/// key j's): 4 keys by 4 dimensions at a time, transposed in registers (a
+/// copy: the same floats as pack_keys).
+template <class Row, class Ahead>
+inline void pack_key_rows(index_t n, index_t d, float* kt, Row row, Ahead ahead) {
+  const index_t whole = n / 4 * 4, d4 = d / 4 * 4;
+  for (index_t j = 0; j < ahead_keys && j < n; ++j) ahead(j);
+  for (index_t j = 0; j < whole; j += 4) {
+    for (index_t a = j + ahead_keys; a < j + 4 + ahead_keys && a < n; ++a) ahead(a);
+    const float *r0 = row(j), *r1 = row(j + 1), *r2 = row(j + 2), *r3 = row(j + 3);
+    float* out = kt + (j / panel_keys) * d * panel_keys + j % panel_keys;
+    for (index_t t = 0; t < d4; t += 4) {
+      __m128 x0 = _mm_loadu_ps(r0 + t), x1 = _mm_loadu_ps(r1 + t), x2 = _mm_loadu_ps(r2 + t), x3 = _mm_loadu_ps(r3 + t);
+      _MM_TRANSPOSE4_PS(x0, x1, x2, x3);
+      _mm_storeu_ps(out + t * panel_keys, x0);
+      _mm_storeu_ps(out + (t + 1) * panel_keys, x1);
+      _mm_storeu_ps(out + (t + 2) * panel_keys, x2);
+      _mm_storeu_ps(out + (t + 3) * panel_keys, x3);
+    }
+    for (index_t t = d4; t < d; ++t) {
+      out[t * panel_keys] = r0[t];
+      out[t * panel_keys + 1] = r1[t];
+      out[t * panel_keys + 2] = r2[t];
+      out[t * panel_keys + 3] = r3[t];
+    }
+  }
+  for (index_t j = whole; j < padded_keys(n); ++j) {
+    float* out = kt + (j / panel_keys) * d * panel_keys + j % panel_keys;
+    for (index_t t = 0; t < d; ++t) out[t * panel_keys] = j < n ? row(j)[t] : 0.0f;
+  }
+}
+#endif
+
 // ---------------------------------------------------------------- scalar
 
 /// A product kept apart from the add that follows it (no contraction).
