@@ -228,6 +228,7 @@ inline void logits_sse2(const float* q, index_t d, const float* kt, index_t ld, 
     for (index_t i = 0; i < group_rows; i += 2) {
       const float *x = wide + 4 * i * d, *y = x + 4 * d;
       __m128 a0 = _mm_setzero_ps(), a1 = a0, a2 = a0, a3 = a0, b0 = a0, b1 = a0, b2 = a0, b3 = a0;
+#pragma GCC unroll 2
       for (index_t t = 0; t < d; ++t)
         step_sse2(panel + t * panel_keys, x + 4 * t, y + 4 * t, a0, a1, a2, a3, b0, b1, b2, b3);
       float* s0 = tile + i * ld + p * panel_keys;
@@ -326,6 +327,7 @@ inline float softmax_row_sse2(float* row, index_t n, index_t ld) {
     for (index_t i = 0; i < group_rows; i += 4) {
       const float* qi = q + i * d;
       __m256 a0 = _mm256_setzero_ps(), a1 = a0, b0 = a0, b1 = a0, c0 = a0, c1 = a0, e0 = a0, e1 = a0;
+#pragma GCC unroll 2
       for (index_t t = 0; t < d; ++t) step_avx2(panel + t * panel_keys, qi + t, d, a0, a1, b0, b1, c0, c1, e0, e1);
       float* s = tile + i * ld + p * panel_keys;
       _mm256_store_ps(s, a0);
