@@ -3,9 +3,13 @@
 around the tables it measures) and the plot docs/performance_scaling.png.
 
     python3 bench/report.py [build/bench/freepruner_bench] [--quick]
+    python3 bench/report.py --qk [build/bench/freepruner_bench_qk]
 
-Needs matplotlib (Debian: python3-matplotlib). Every figure is a ratio or a
-time measured in this one run, on this machine.
+--qk runs the Q/K benchmark alone and rewrites only its section of
+docs/performance.md (the other runs keep it as it is).
+
+Needs matplotlib (Debian: python3-matplotlib), except with --qk. Every
+figure is a ratio or a time measured in this one run, on this machine.
 """
 import json
 import os
@@ -13,11 +17,6 @@ import re
 import platform
 import subprocess
 import sys
-
-import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
 
 
 HEADER = """# Performance of the CPU backend
@@ -125,6 +124,69 @@ the same tokens. The README gives one run's figures.
 """
 
 
+QK_BEGIN = "<!-- qk:begin (written by python3 bench/report.py --qk) -->"
+QK_END = "<!-- qk:end -->"
+
+QK_TEXT = """## The Q/K path (flash attention)
+
+`select` on Q and K (qk.hpp) rebuilds each head's softmax rows block by
+block: per group of 8 query rows, the logits of every key (a register-tiled
+kernel over keys packed in panels of 16), then per row the max, the
+exponentials and their sum, and the multiply by 1/sum, all while the rows
+are in L1; the column sums run in double. The kernels are chosen at run
+time (SSE2, AVX2, AVX-512F), whatever flags the engine was built with, and
+give the same floats on every level: no fused multiply-add, one exp
+polynomial, sums in a fixed 16-lane order.
+
+**The floor** is measured in the same run on the same core, at the level the
+pass runs: the layer's 2 H N^2 d FLOPs at the peak of a plain multiply-add
+loop in registers (the better of FMA and a multiply then an add), plus its
+H N^2 exponentials at the rate of the vectorized exp over a buffer in L1.
+`x floor` = pass time / floor time. The SSE2 level's floor is SSE2's
+(4 lanes, no FMA); AVX2 and AVX-512 have the same FLOP peak on cores that
+run 512-bit operations in two halves.
+
+Release build, no `-march` flag, one thread; CLIP ViT-L/14-336 shape
+(N = 577, 16 heads, d = 64; select reads 2 layers).
+"""
+
+
+def qk_section(binary):
+    data = run(binary, "clip336")
+    ctx = data["context"]
+    names = {1: "SSE2", 2: "AVX2", 3: "AVX-512"}
+    lines = [QK_BEGIN, QK_TEXT,
+             f"Machine: {ctx.get('num_cpus')} CPUs at {ctx.get('mhz_per_cpu')} MHz, "
+             f"{platform.processor() or platform.machine()}; {ctx.get('date')}.", "",
+             "| case | SIMD level | time (ms) | floor (ms) | x floor | GFLOP/s | peak GFLOP/s | exp G/s |",
+             "|---|---|---:|---:|---:|---:|---:|---:|"]
+    for b in data["benchmarks"]:
+        name = b["run_name"].split("/iterations")[0]
+        ms = b.get("layer_ms", b.get("select_ms"))
+        lines.append(f"| `{name}` | {names.get(int(b['level']), '?')} | {ms:.2f} | {b['floor_ms']:.2f} | "
+                     f"{b['x_floor']:.2f} | {b['GFLOP/s']:.1f} | {b['peak_GFLOP/s']:.1f} | {b['exp_G/s']:.2f} |"
+                     if "layer_ms" in b else
+                     f"| `{name}` | {names.get(int(b['level']), '?')} | {ms:.2f} | {b['floor_ms']:.2f} | "
+                     f"{b['x_floor']:.2f} | | | |")
+    lines += ["", QK_END, ""]
+    return "\n".join(lines)
+
+
+def write_qk(binary, root):
+    path = os.path.join(root, "docs", "performance.md")
+    with open(path) as f:
+        old = f.read()
+    section = qk_section(binary)
+    pattern = re.escape(QK_BEGIN) + r".*?" + re.escape(QK_END) + r"\n?"
+    if re.search(pattern, old, re.S):
+        new = re.sub(pattern, lambda _: section, old, count=1, flags=re.S)
+    else:
+        new = old.rstrip("\n") + "\n\n" + section
+    with open(path, "w") as f:
+        f.write(new)
+    print(section)
+
+
 def run(binary, pattern):
     out = subprocess.run([binary, f"--benchmark_filter={pattern}", "--benchmark_format=json"],
                          check=True, capture_output=True, text=True).stdout
@@ -133,9 +195,12 @@ def run(binary, pattern):
 
 def main():
     args = [a for a in sys.argv[1:] if not a.startswith("--")]
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    if "--qk" in sys.argv:
+        write_qk(args[0] if args else os.path.join("build", "bench", "freepruner_bench_qk"), root)
+        return
     binary = args[0] if args else os.path.join("build", "bench", "freepruner_bench")
     quick = "--quick" in sys.argv
-    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     docs = os.path.join(root, "docs")
     os.makedirs(docs, exist_ok=True)
 
@@ -163,19 +228,25 @@ def main():
         lines.append(f"| {n} | {mb:.0f} | {b['select_ms']:.2f} | {b['pass_ms']:.2f} | {b['steps_ms']:.2f} | {b['read_ms']:.2f} | "
                      f"{b['x_read']:.2f} | {100 * b['share_select']:.1f} % | {int(b['pivotal'])} |")
     table = "\n".join(lines) + "\n"
-    # The sections other scripts write are kept as they are: bench/llama_cpp_share.py's
-    # and bench/python_compare.py --write's.
+    # The sections other scripts write are kept as they are: bench/llama_cpp_share.py's,
+    # bench/python_compare.py --write's and --qk's.
     path, kept = os.path.join(docs, "performance.md"), ""
     if os.path.exists(path):
         with open(path) as f:
             old = f.read()
         for pattern in (r"<!-- llama\.cpp: .*?<!-- end of the llama\.cpp section -->\n?",
-                        r"<!-- python-binding:begin -->.*?<!-- python-binding:end -->\n?"):
+                        r"<!-- python-binding:begin -->.*?<!-- python-binding:end -->\n?",
+                        re.escape(QK_BEGIN) + r".*?" + re.escape(QK_END) + r"\n?"):
             m = re.search(pattern, old, re.S)
             kept += "\n" + m.group(0) if m else ""
     with open(path, "w") as f:
         f.write(HEADER + table + FOOTER + kept)
     print(table)
+
+    import matplotlib  # only here: --qk runs without it
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(6.4, 4.2), dpi=120)
     ax.loglog(ns, sel, "o-", label="select (all steps)")

@@ -527,6 +527,67 @@ TEST_CASE("qk: the three layer operations agree to the bit", "[qk][stream]") {
   }
 }
 
+TEST_CASE("qk: every SIMD level gives the same floats and the same selection", "[qk][simd]") {
+  // The kernels' paths (qk_kernels.hpp) against the scalar one: head
+  // means, degrees and both directions' scores equal to the bit, on shapes
+  // with every key remainder mod 16, row counts that leave a partial group
+  // of 8, several blocks, d = 1 and a depth past 64.
+  namespace cpu = fp::detail::cpu;
+  struct restore {
+    ~restore() { cpu::simd_cap().store(-1); }
+  } guard;
+  const int shapes[][3] = {{1, 1, 1}, {2, 2, 1}, {5, 3, 4}, {17, 2, 8}, {23, 2, 8}, {47, 1, 64}, {49, 2, 33},
+                           {130, 2, 64}, {300, 1, 64}, {577, 2, 64}, {61, 1, 300}, {1500, 1, 4}};
+  for (const auto& shape : shapes)
+    for (int type = 0; type < 3; ++type) {
+      const int N = shape[0], H = shape[1], d = shape[2];
+      INFO("N=" << N << " H=" << H << " d=" << d << " type=" << type);
+      auto run = [&](auto tag) {
+        using E = decltype(tag);
+        const auto x = random_qk<E>(2, H, N, d, random_layout(), false);
+        const auto layers = x.view();
+        std::vector<fp::token_t> pivots;
+        for (int p = 0; p < N; ++p)
+          if (fptest::uniform(0, 1) < 0.3 || p == N - 1) pivots.push_back(p);
+        const int first = fptest::uniform_int(0, N - 1), last = fptest::uniform_int(first + 1, N);
+        fp::options o;
+        o.prefix_tokens = N > 2 ? 1 : 0;
+        std::vector<double> want_mean, want_degrees, want_rows, want_cols;
+        fp::selection want_selection;
+        for (int level = 0; level <= static_cast<int>(cpu::detected_simd()); ++level) {
+          cpu::simd_cap().store(level);
+          INFO("SIMD level cap " << level);
+          std::vector<double> mean(static_cast<std::size_t>(N) * N), degrees(static_cast<std::size_t>(N)), rows, cols;
+          REQUIRE(fp::detail::cpu::qk::head_mean(layers[0], "l", mean.data()).ok());
+          REQUIRE(fp::detail::cpu::qk::layer_degrees(layers[1], "l", degrees.data()).ok());
+          REQUIRE(fp::detail::cpu::qk::pivot_scores(layers[0], "l", pivots, 0, N, fp::direction::row, rows).ok());
+          REQUIRE(
+              fp::detail::cpu::qk::pivot_scores(layers[1], "l", pivots, first, last, fp::direction::column, cols).ok());
+          const fp::selection got = fp::select(layers, fp::budget::ratio(0.5), o);
+          if (level == 0) {
+            want_mean = mean;
+            want_degrees = degrees;
+            want_rows = rows;
+            want_cols = cols;
+            want_selection = got;
+            continue;
+          }
+          REQUIRE(mean == want_mean);
+          REQUIRE(degrees == want_degrees);
+          REQUIRE(rows == want_rows);
+          REQUIRE(cols == want_cols);
+          REQUIRE(got == want_selection);
+        }
+      };
+      if (type == 0)
+        run(float{});
+      else if (type == 1)
+        run(Eigen::half{});
+      else
+        run(double{});
+    }
+}
+
 TEST_CASE("qk: both layouts and the strided ones give one answer", "[qk][view]") {
   for (int trial = 0; trial < 40; ++trial) {
     const fpref::config c = fptest::random_config();

@@ -271,6 +271,20 @@ TEST_CASE("pruner on Q/K equals Q/K select: double, half and bfloat16", "[stream
   check_against_select<Eigen::bfloat16>(100);
 }
 
+TEST_CASE("pruner on Q/K equals Q/K select on every SIMD level of the CPU kernels", "[stream][qk][exact][simd]") {
+  namespace cpu = fp::detail::cpu;
+  struct restore {
+    ~restore() { cpu::simd_cap().store(-1); }
+  } guard;
+  for (int level = 0; level <= static_cast<int>(cpu::detected_simd()); ++level) {
+    cpu::simd_cap().store(level);
+    INFO("SIMD level cap " << level);
+    check_against_select<float>(40);
+    check_against_select<Eigen::half>(20);
+    check_against_select<Eigen::bfloat16>(20);
+  }
+}
+
 TEST_CASE("pruner on Q/K: the complementary layer before, among and after the pivot layers", "[stream][qk][exact]") {
   // Every position of c against every pivot-layer set over 3 layers, both
   // directions; N past one GEMM block (and one of several sizes).

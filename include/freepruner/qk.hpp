@@ -28,7 +28,9 @@
 ///
 /// Cost per read layer: H GEMMs of N x d x N and N^2 H exps, in blocks of
 /// rows whose tile stays in L2; memory O(N d + rows N) per pass instead of
-/// the maps' L H N^2 elements. The column direction (SPEC step 3) costs one
+/// the maps' L H N^2 elements. The float kernels are chosen at run time
+/// (SSE2, AVX2, AVX-512F), whatever the flags the engine is built with, and
+/// give the same result on each. The column direction (SPEC step 3) costs one
 /// more pass over the complementary layer; the row direction computes only
 /// the pivot rows.
 

@@ -3,12 +3,16 @@
 // are rebuilt block by block from its per-head queries and keys, used and
 // dropped, so no N x N buffer exists (except in head_mean, which returns one).
 //
-// Per head, query blocks of full rows: S = scale * Q_blk K^T (Eigen GEMM, in
-// float for float/half/bfloat16 inputs and in double for double), then per
-// row max, exp(S - max), sum, and a multiply by 1/sum: the softmax row
-// exp(S - lse). A tiled-key kernel (flash attention) needs the row
-// log-sum-exp in a first pass and the column sums in a second; with whole
-// rows in the tile, one pass per block has both.
+// Per head, query blocks of full rows, each row's softmax exp(S - lse) made
+// as max, exp(S - max), sum, and a multiply by 1/sum. Float (float, half
+// and bfloat16 inputs, widened): the head's keys packed once, then
+// qk_kernels.hpp's kernels per group of 8 query rows (logits, then those
+// rows' softmax while they are in L1), chosen at run time (scalar, SSE2,
+// AVX2, AVX-512F) and equal to the bit on every level. Double: S = scale *
+// Q_blk K^T by Eigen's GEMM, then the row steps with Eigen's exp. A
+// tiled-key kernel (flash attention) needs the row log-sum-exp in a first
+// pass and the column sums in a second; with whole rows in the tile, one
+// pass per block has both.
 //
 // The three per-layer operations, used by select (qk.hpp) and by the
 // streaming pruner:
@@ -18,13 +22,18 @@
 //   head_mean              the head mean Ā[i][j] of the whole layer (N x N)
 // They agree to the bit: a probability A_h[i][j] is the same float whichever
 // operation computes it and wherever row i falls in a block, because
-//  - every GEMM has N key rows, d depth and a multiple of 4 (>= 20) query
-//    columns, so Eigen's kernel treats each query alike (its 4-wide column
-//    panels; key positions never move; >= 20 avoids the small-size path);
-//  - every tile row starts 64-byte aligned and has N entries, so the
-//    vectorized max/exp/sum take the same steps on every row;
-//  - sums over heads run in head order, one row at a time, in double.
-// tests/test_qk.cpp checks this on shapes that exercise every remainder.
+//  - float: a row's floats depend on its query and the keys only (each
+//    logit one sum in dimension order, the row's sum in 16 fixed lanes;
+//    qk_kernels.hpp), not on the block, the row's place in it or the level;
+//  - double: every GEMM has N key rows, d depth and a multiple of 4 (>= 20)
+//    query columns, so Eigen's kernel treats each query alike (its 4-wide
+//    column panels; key positions never move; >= 20 avoids the small-size
+//    path), and every tile row starts 64-byte aligned and has N entries, so
+//    the vectorized max/exp/sum take the same steps on every row;
+//  - sums over heads run in head order, one row at a time, in double (the
+//    column sums through simd.hpp's add_rows, equal on every level).
+// tests/test_qk.cpp checks this on shapes that exercise every remainder,
+// and on every SIMD level.
 //
 // Bad values: Q and K are checked as they are loaded (vectorized, O(H N d),
 // 1/N of the GEMM's work; a -inf key can otherwise hide as a zero
@@ -43,6 +52,7 @@
 #include "../../detail/validate.hpp"
 #include "../../error.hpp"
 #include "../../options.hpp"
+#include "qk_kernels.hpp"
 #include "scores.hpp"
 #include "simd.hpp"
 
@@ -113,17 +123,20 @@ inline index_t block_rows(index_t tokens, index_t ld, std::size_t element_size) 
 /// Query rows a GEMM call is given for `count` real rows (zero rows pad it).
 inline index_t padded_rows(index_t count) { return std::max<index_t>(20, (count + 3) & ~index_t{3}); }
 
-/// Working buffers of one layer pass, sized for N tokens and dim d.
+/// Working buffers of one layer pass, sized for N tokens and dim d. Float:
+/// the keys packed for qk_kernels.hpp, blocks of a multiple of 8 rows.
 template <class C>
 class scratch {
  public:
   scratch(index_t tokens, index_t dim)
       : ld_((tokens + 15) & ~index_t{15}), rows_(block_rows(tokens, ld_, sizeof(C))) {
-    // 64-byte aligned tile: every row starts at the same alignment.
-    tile_storage_.assign(static_cast<std::size_t>(rows_ * ld_ + 64 / sizeof(C)), C(0));
-    const auto address = reinterpret_cast<std::uintptr_t>(tile_storage_.data());
-    tile_ = tile_storage_.data() + ((64 - address % 64) % 64) / sizeof(C);
+    if (std::is_same<C, float>::value) rows_ = (rows_ + 7) & ~index_t{7};
+    tile_ = aligned(tile_storage_, static_cast<std::size_t>(rows_ * ld_));
     queries_.assign(static_cast<std::size_t>(rows_ * dim), C(0));
+    if (std::is_same<C, float>::value) {
+      packed_ = aligned(packed_storage_, static_cast<std::size_t>(ld_ * dim));
+      work_ = aligned(work_storage_, static_cast<std::size_t>(softmax_work(dim)));
+    }
   }
 
   index_t rows() const noexcept { return rows_; }
@@ -132,11 +145,26 @@ class scratch {
   C* row(index_t r) noexcept { return tile_ + r * ld_; }
   C* queries() noexcept { return queries_.data(); }
   std::vector<C>& keys() noexcept { return keys_; }
+  /// Float: the head's keys as panels (qk_kernels.hpp's pack_keys).
+  C* packed_keys() noexcept { return packed_; }
+  /// Float: softmax_block's work buffer.
+  C* work() noexcept { return work_; }
+  /// Float: row r's sum of exponentials, from the last block.
+  std::vector<C>& sums() noexcept { return sums_; }
 
  private:
+  // 64-byte aligned storage of `count` elements: every row starts alike.
+  static C* aligned(std::vector<C>& storage, std::size_t count) {
+    storage.assign(count + 64 / sizeof(C), C(0));
+    const auto address = reinterpret_cast<std::uintptr_t>(storage.data());
+    return storage.data() + ((64 - address % 64) % 64) / sizeof(C);
+  }
+
   index_t ld_, rows_;
-  std::vector<C> tile_storage_, queries_, keys_;
+  std::vector<C> tile_storage_, queries_, keys_, packed_storage_, work_storage_, sums_;
   C* tile_ = nullptr;
+  C* packed_ = nullptr;
+  C* work_ = nullptr;
 };
 
 template <class C>
@@ -174,25 +202,61 @@ status locate(const operand<E>& x, const std::string& label, index_t h, index_t 
   return fail(errc::non_finite, label, ".", x.name, " of head ", static_cast<long long>(h), " holds a non-finite value");
 }
 
-/// Keys of head h as a row-major N x d matrix: in place, or widened into
-/// `buffer`. Checked finite.
-template <class E, class C>
-status load_keys(const operand<E>& k, const std::string& label, index_t h, std::vector<C>& buffer, const C*& keys,
-                 index_t& stride) {
-  if (k.in_place()) {
-    keys = as_compute<C>(k.at(h, 0, 0));
-    stride = k.token_stride;
-  } else {
-    buffer.resize(static_cast<std::size_t>(k.tokens * k.dim));
-    for (index_t n = 0; n < k.tokens; ++n)
-      for (index_t t = 0; t < k.dim; ++t)
-        buffer[static_cast<std::size_t>(n * k.dim + t)] = static_cast<C>(*k.at(h, n, t));
-    keys = buffer.data();
-    stride = k.dim;
-  }
-  if (!rows_finite(keys, k.tokens, k.dim, stride))
-    return locate(k, label, h, k.tokens, [](index_t r) { return r; });
+/// Requests row n of head h of x (its d values, when contiguous) into cache.
+template <class E>
+void prefetch_row(const operand<E>& x, index_t h, index_t n) {
+  if (x.dim_stride == 1)
+    prefetch(x.at(h, n, 0), x.dim);
+  else
+    prefetch(x.at(h, n, 0), 1);
+}
+
+/// The packed keys of head h, checked finite.
+template <class E>
+status check_keys(const operand<E>& k, const std::string& label, index_t h, scratch<float>& s, const float*& keys,
+                  index_t& stride) {
+  keys = s.packed_keys();
+  stride = 0;
+  if (!rows_finite(keys, s.ld(), k.dim, k.dim)) return locate(k, label, h, k.tokens, [](index_t r) { return r; });
   return {};
+}
+
+/// Keys of head h as a row-major N x d matrix: in place, or widened into
+/// `buffer`; for float, packed as panels into s.packed_keys() instead.
+/// Checked finite.
+template <class E, class C>
+status load_keys(const operand<E>& k, const std::string& label, index_t h, scratch<C>& s, const C*& keys,
+                 index_t& stride) {
+  if constexpr (std::is_same<C, float>::value) {
+    auto ahead = [&](index_t j) { prefetch_row(k, h, j); };
+#if FREEPRUNER_X86_SIMD
+    if constexpr (std::is_same<E, float>::value)
+      if (k.dim_stride == 1) {
+        pack_key_rows(k.tokens, k.dim, s.packed_keys(), [&](index_t j) { return k.at(h, j, 0); }, ahead);
+        return check_keys(k, label, h, s, keys, stride);
+      }
+#endif
+    pack_keys(
+        k.tokens, k.dim, s.packed_keys(), [&](index_t j, index_t t) { return static_cast<float>(*k.at(h, j, t)); },
+        ahead);
+    return check_keys(k, label, h, s, keys, stride);
+  } else {
+    std::vector<C>& buffer = s.keys();
+    if (k.in_place()) {
+      keys = as_compute<C>(k.at(h, 0, 0));
+      stride = k.token_stride;
+    } else {
+      buffer.resize(static_cast<std::size_t>(k.tokens * k.dim));
+      for (index_t n = 0; n < k.tokens; ++n)
+        for (index_t t = 0; t < k.dim; ++t)
+          buffer[static_cast<std::size_t>(n * k.dim + t)] = static_cast<C>(*k.at(h, n, t));
+      keys = buffer.data();
+      stride = k.dim;
+    }
+    if (!rows_finite(keys, k.tokens, k.dim, stride))
+      return locate(k, label, h, k.tokens, [](index_t r) { return r; });
+    return {};
+  }
 }
 
 /// SPEC step 0's per-head rows: softmax of one tile row of n logits, in
@@ -208,45 +272,76 @@ C softmax_row(C* row, index_t n) {
   return sum;
 }
 
+/// The error for a softmax row whose sum is not finite.
+template <class C>
+status overflow(const std::string& label, index_t h, index_t n) {
+  return fail(errc::non_finite, label, ": the logits q . k * scale of head ", static_cast<long long>(h), ", query token ",
+              static_cast<long long>(n), " overflow ", std::is_same<C, double>::value ? "double" : "float",
+              " (Q and K are finite, but their products leave that range)");
+}
+
 /// Softmax rows of head h for the queries token_of(0..count), a block of at
 /// most scratch.rows() at a time: visit(k, token, row) sees row k of them
-/// (valid until end_block(), called after each block). Queries are read in
-/// place when they are consecutive tokens and fill a whole GEMM.
+/// (valid until end_block(), called after each block). Float runs
+/// qk_kernels.hpp's kernels on keys from load_keys; double, Eigen's GEMM
+/// (queries read in place when they are consecutive tokens and fill it).
 template <class E, class C, class TokenOf, class Visit, class EndBlock>
 status for_each_row(const operand<E>& q, const std::string& label, index_t h, const C* keys, index_t key_stride,
                     index_t tokens, C scale, index_t count, bool consecutive, TokenOf token_of, scratch<C>& s,
                     Visit visit, EndBlock end_block) {
   const index_t d = q.dim;
   for (index_t first = 0; first < count; first += s.rows()) {
-    const index_t rows = std::min(s.rows(), count - first), pad = padded_rows(rows);
-    const C* queries = nullptr;
-    index_t query_stride = d;
-    if (consecutive && q.in_place() && pad == rows) {
-      queries = as_compute<C>(q.at(h, token_of(first), 0));
-      query_stride = q.token_stride;
-    } else {
-      C* buffer = s.queries();
+    const index_t rows = std::min(s.rows(), count - first);
+    if constexpr (std::is_same<C, float>::value) {
+      (void)key_stride;
+      (void)consecutive;
+      // The block's queries, checked, then scaled, padded with zero rows.
+      float* buffer = s.queries();
+      const index_t pad = grouped_rows(rows);
+      for (index_t r = 0; r < rows; ++r) {
+        if (r + ahead_keys < rows) prefetch_row(q, h, token_of(first + r + ahead_keys));
+        const index_t n = token_of(first + r);
+        for (index_t t = 0; t < d; ++t) buffer[r * d + t] = static_cast<float>(*q.at(h, n, t));
+      }
+      if (!rows_finite(buffer, rows, d, d))
+        return locate(q, label, h, rows, [&](index_t r) { return token_of(first + r); });
+      for (index_t i = 0; i < rows * d; ++i) buffer[i] = scale * buffer[i];
+      std::fill(buffer + rows * d, buffer + pad * d, 0.0f);
+      std::vector<float>& sums = s.sums();
+      sums.resize(static_cast<std::size_t>(rows));
+      softmax_block(buffer, rows, d, keys, tokens, s.tile(), sums.data(), s.work());
       for (index_t r = 0; r < rows; ++r) {
         const index_t n = token_of(first + r);
-        for (index_t t = 0; t < d; ++t) buffer[r * d + t] = static_cast<C>(*q.at(h, n, t));
+        if (!std::isfinite(sums[static_cast<std::size_t>(r)])) return overflow<C>(label, h, n);
+        visit(first + r, n, static_cast<const C*>(s.row(r)));
       }
-      std::fill(buffer + rows * d, buffer + pad * d, C(0));
-      queries = buffer;
-    }
-    if (!rows_finite(queries, rows, d, query_stride))
-      return locate(q, label, h, rows, [&](index_t r) { return token_of(first + r); });
-    const const_rows<C> Q(queries, pad, d, Eigen::OuterStride<>(query_stride));
-    const const_rows<C> K(keys, tokens, d, Eigen::OuterStride<>(key_stride));
-    tile_rows<C> S(s.tile(), pad, tokens, Eigen::OuterStride<>(s.ld()));
-    S.noalias() = (scale * Q) * K.transpose();
-    for (index_t r = 0; r < rows; ++r) {
-      const index_t n = token_of(first + r);
-      if (!std::isfinite(softmax_row(s.row(r), tokens)))
-        return fail(errc::non_finite, label, ": the logits q . k * scale of head ", static_cast<long long>(h),
-                    ", query token ", static_cast<long long>(n), " overflow ",
-                    std::is_same<C, double>::value ? "double" : "float",
-                    " (Q and K are finite, but their products leave that range)");
-      visit(first + r, n, static_cast<const C*>(s.row(r)));
+    } else {
+      const index_t pad = padded_rows(rows);
+      const C* queries = nullptr;
+      index_t query_stride = d;
+      if (consecutive && q.in_place() && pad == rows) {
+        queries = as_compute<C>(q.at(h, token_of(first), 0));
+        query_stride = q.token_stride;
+      } else {
+        C* buffer = s.queries();
+        for (index_t r = 0; r < rows; ++r) {
+          const index_t n = token_of(first + r);
+          for (index_t t = 0; t < d; ++t) buffer[r * d + t] = static_cast<C>(*q.at(h, n, t));
+        }
+        std::fill(buffer + rows * d, buffer + pad * d, C(0));
+        queries = buffer;
+      }
+      if (!rows_finite(queries, rows, d, query_stride))
+        return locate(q, label, h, rows, [&](index_t r) { return token_of(first + r); });
+      const const_rows<C> Q(queries, pad, d, Eigen::OuterStride<>(query_stride));
+      const const_rows<C> K(keys, tokens, d, Eigen::OuterStride<>(key_stride));
+      tile_rows<C> S(s.tile(), pad, tokens, Eigen::OuterStride<>(s.ld()));
+      S.noalias() = (scale * Q) * K.transpose();
+      for (index_t r = 0; r < rows; ++r) {
+        const index_t n = token_of(first + r);
+        if (!std::isfinite(softmax_row(s.row(r), tokens))) return overflow<C>(label, h, n);
+        visit(first + r, n, static_cast<const C*>(s.row(r)));
+      }
     }
     end_block();
   }
@@ -302,7 +397,7 @@ status layer_degrees(const Layer& layer, const std::string& label, double* r) {
     if (pending == row_block) flush();
   };
   for (index_t h = 0; h < x.heads; ++h) {
-    if (auto st = load_keys(x.k, label, h, s.keys(), keys, key_stride); !st) return st;
+    if (auto st = load_keys(x.k, label, h, s, keys, key_stride); !st) return st;
     if (auto st = for_each_row(x.q, label, h, keys, key_stride, n, x.scale, n, true, consecutive_from(0), s, visit, flush);
         !st)
       return st;
@@ -335,7 +430,7 @@ status pivot_scores(const Layer& layer, const std::string& label, const std::vec
   // line per row, not np), transposed at the end; each sum is unchanged.
   std::vector<double> gathered(dir == direction::column ? np * stride : 0);
   for (index_t h = 0; h < x.heads; ++h) {
-    if (auto st = load_keys(x.k, label, h, s.keys(), keys, key_stride); !st) return st;
+    if (auto st = load_keys(x.k, label, h, s, keys, key_stride); !st) return st;
     status st;
     if (dir == direction::row)
       st = for_each_row(
@@ -394,7 +489,7 @@ status head_mean(const Layer& layer, const std::string& label, double* out) {
   const C* keys = nullptr;
   index_t key_stride = 0;
   for (index_t h = 0; h < x.heads; ++h) {
-    if (auto st = load_keys(x.k, label, h, s.keys(), keys, key_stride); !st) return st;
+    if (auto st = load_keys(x.k, label, h, s, keys, key_stride); !st) return st;
     if (auto st = for_each_row(
             x.q, label, h, keys, key_stride, n, x.scale, n, true, consecutive_from(0), s,
             [&](index_t, index_t i, const C* row) { add_rows(&row, 1, n, 1, out + static_cast<std::size_t>(i) * stride); },

@@ -64,7 +64,7 @@ class fast_loops : public scalar_loops {
   std::size_t operator()(S* x, std::size_t lo, std::size_t hi, S pivot) const {
 #if FREEPRUNER_X86_SIMD
     if constexpr (std::is_same<S, double>::value)
-      if (hi - lo >= 16 && active_simd() == simd_level::avx2) {
+      if (hi - lo >= 16 && active_simd() >= simd_level::avx2) {
         if (tmp_.size() < hi - lo) tmp_.resize(hi - lo);
         return partition_avx2(x, lo, hi, pivot, tmp_.data());
       }
@@ -76,7 +76,7 @@ class fast_loops : public scalar_loops {
   static void scan(const S* x, index_t from, index_t to, S* affinity, S* copy, S& lo, S& hi) {
 #if FREEPRUNER_X86_SIMD
     if constexpr (std::is_same<S, double>::value)
-      if (active_simd() == simd_level::avx2) return scan_scores_avx2(x, from, to, affinity, copy, lo, hi);
+      if (active_simd() >= simd_level::avx2) return scan_scores_avx2(x, from, to, affinity, copy, lo, hi);
 #endif
     scalar_loops::scan(x, from, to, affinity, copy, lo, hi);
   }
@@ -85,7 +85,7 @@ class fast_loops : public scalar_loops {
   static void mark_above(const S* x, index_t from, index_t to, S fence, unsigned char* out) {
 #if FREEPRUNER_X86_SIMD
     if constexpr (std::is_same<S, double>::value)
-      if (active_simd() == simd_level::avx2) return mark_above_avx2(x, from, to, fence, out);
+      if (active_simd() >= simd_level::avx2) return mark_above_avx2(x, from, to, fence, out);
 #endif
     scalar_loops::mark_above(x, from, to, fence, out);
   }

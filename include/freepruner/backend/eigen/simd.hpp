@@ -3,7 +3,8 @@
 // block of rows, in double. Scalar, SSE2 (the x86-64 baseline) and AVX2+F16C
 // (chosen at run time) paths add in the same order, so they agree to the bit;
 // the AVX2 fp16 path sums in float only where that sum is exact, which gives
-// the same doubles.
+// the same doubles. The AVX-512 level (AVX-512F) is used by the Q/K kernels
+// (qk_kernels.hpp); the loops here run their AVX2 path on it.
 
 #include <atomic>
 #include <cmath>
@@ -46,7 +47,7 @@ inline double to_double(E x) noexcept {
 }
 
 /// Instruction sets the kernels can use, best last.
-enum class simd_level : int { scalar = 0, sse2 = 1, avx2 = 2 };
+enum class simd_level : int { scalar = 0, sse2 = 1, avx2 = 2, avx512 = 3 };
 
 #if FREEPRUNER_X86_SIMD
 // CPUID rather than __builtin_cpu_supports, which knows no "f16c" in clang 14:
@@ -61,11 +62,24 @@ inline bool cpu_has_avx2_f16c() noexcept {
   if (!__get_cpuid_count(7, 0, &a, &b, &c, &d)) return false;
   return (b & bit_AVX2) != 0;
 }
+
+// AVX-512F in the CPU and the opmask and ZMM state saved by the OS.
+inline bool cpu_has_avx512f() noexcept {
+  unsigned a = 0, b = 0, c = 0, d = 0;
+  if (!__get_cpuid(1, &a, &b, &c, &d) || !(c & bit_OSXSAVE)) return false;
+  unsigned xcr0 = 0, xcr0_high = 0;
+  __asm__("xgetbv" : "=a"(xcr0), "=d"(xcr0_high) : "c"(0));
+  if ((xcr0 & 0xe6u) != 0xe6u) return false;  // XMM, YMM, opmask, ZMM 0-15 upper halves, ZMM 16-31
+  if (!__get_cpuid_count(7, 0, &a, &b, &c, &d)) return false;
+  return (b & bit_AVX512F) != 0;
+}
 #endif
 
 inline simd_level detected_simd() noexcept {
 #if FREEPRUNER_X86_SIMD
-  static const simd_level level = cpu_has_avx2_f16c() ? simd_level::avx2 : simd_level::sse2;
+  static const simd_level level = !cpu_has_avx2_f16c() ? simd_level::sse2
+                                  : cpu_has_avx512f()   ? simd_level::avx512
+                                                        : simd_level::avx2;
   return level;
 #else
   return simd_level::scalar;
@@ -423,7 +437,7 @@ inline void prefetch(const E* p, index_t count) noexcept {
 /// x[j] /= heads for j in 0..n-1; whether every result is finite.
 inline bool divide_finite(double* x, index_t n, index_t heads) noexcept {
 #if FREEPRUNER_X86_SIMD
-  if (active_simd() == simd_level::avx2) return divide_finite_avx2(x, n, heads);
+  if (active_simd() >= simd_level::avx2) return divide_finite_avx2(x, n, heads);
 #endif
   bool finite = true;
   for (index_t j = 0; j < n; ++j) {
@@ -439,6 +453,7 @@ inline void add_rows(const E* const* rows, int count, index_t n, index_t stride,
 #if FREEPRUNER_X86_SIMD
   if (stride == 1) {
     switch (active_simd()) {
+      case simd_level::avx512:
       case simd_level::avx2: return add_rows_avx2(rows, count, n, acc);
       case simd_level::sse2: return add_rows_sse2(rows, count, n, acc);
       case simd_level::scalar: break;
