@@ -220,7 +220,8 @@ struct capture {
         }
     }
 
-    // ggml_backend_tensor_get reads host and device buffers alike.
+    // ggml_backend_tensor_get reads host and device buffers alike (ggml's
+    // contract; only the CPU build is tested).
     bool copy_f32(const ggml_tensor * t, float * dst) {
         if (t->type != GGML_TYPE_F32 || !ggml_is_contiguous(t)) {
             fail(std::string("tensor ") + t->name + " is " + detail::shape_of(t) + ", not contiguous F32");
