@@ -23,8 +23,8 @@
 #include <Eigen/Core>
 
 #include <freepruner/freepruner.hpp>
-#include <freepruner/positions.hpp>
-#include <freepruner/presets.hpp>
+#include <freepruner/extras/positions.hpp>
+#include <freepruner/extras/presets.hpp>
 
 namespace {
 

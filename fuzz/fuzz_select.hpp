@@ -47,12 +47,7 @@
 // The CPU backend picks scalar, SSE2 or AVX2 column sums at run time; an
 // engine must get the same answer on every machine, so the oracle compares
 // the levels when the backend exposes its cap.
-#if __has_include(<freepruner/backend/eigen/simd.hpp>)
-#include <freepruner/backend/eigen/simd.hpp>
-#define FPFUZZ_SIMD_LEVELS 1
-#else
-#define FPFUZZ_SIMD_LEVELS 0
-#endif
+#include <freepruner/backend/cpu/simd.hpp>
 
 namespace fpfuzz {
 
@@ -1029,7 +1024,6 @@ void check_given_pivots(const context& cx, const View& v, const fuzz_case& c, co
 /// The same call at every SIMD level the machine has: the same outcome.
 template <class View>
 void check_simd_levels(const context& cx, const View& v, const fuzz_case& c, const outcome& want) {
-#if FPFUZZ_SIMD_LEVELS
   namespace cpu = fp::detail::cpu;
   struct restore {
     ~restore() { cpu::simd_cap().store(-1); }
@@ -1039,9 +1033,6 @@ void check_simd_levels(const context& cx, const View& v, const fuzz_case& c, con
     const outcome got = call([&] { return fp::select(v, c.budget(), c.o); });
     cx.require(same(got, want), "SIMD level ", level, " differs from the best level:\n  ", got, "\n  ", want);
   }
-#else
-  (void)cx, (void)v, (void)c, (void)want;
-#endif
 }
 
 /// Scaling each layer by its own power of two changes no decision: every

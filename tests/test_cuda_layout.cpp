@@ -13,13 +13,13 @@
 namespace {
 
 namespace fp = freepruner;
-namespace gpu = freepruner::detail::gpu;
+namespace impl = freepruner::detail::cuda;
 using fp::index_t;
 
-gpu::layout layout_of(index_t batch, index_t layers, index_t heads, index_t tokens, std::size_t element_size,
+impl::layout layout_of(index_t batch, index_t layers, index_t heads, index_t tokens, std::size_t element_size,
                       const fp::budget& b = fp::budget::ratio(0.5), const fp::options& o = {}) {
-  gpu::layout l;
-  const fp::status s = gpu::make_layout({batch, layers, heads, tokens, tokens}, b, o, element_size, l);
+  impl::layout l;
+  const fp::status s = impl::make_layout({batch, layers, heads, tokens, tokens}, b, o, element_size, l);
   INFO(s.message());
   REQUIRE(s.ok());
   return l;
@@ -32,19 +32,19 @@ TEST_CASE("CUDA layout: the work covers every column and row, within one launch 
     for (std::size_t element_size : {std::size_t{2}, std::size_t{4}})
       for (index_t batch : {1, 3, 64}) {
         const index_t layers = 2, heads = 16;
-        const gpu::layout l = layout_of(batch, layers, heads, n, element_size);
-        const gpu::tiling& t = l.t;
+        const impl::layout l = layout_of(batch, layers, heads, n, element_size);
+        const impl::tiling& t = l.t;
         INFO("N = " << n << ", element size " << element_size << ", batch " << batch);
-        CHECK(t.tile_width <= gpu::tile_bytes / static_cast<int>(element_size));
+        CHECK(t.tile_width <= impl::tile_bytes / static_cast<int>(element_size));
         CHECK(static_cast<index_t>(t.tiles) * t.tile_width >= n);
         CHECK(static_cast<index_t>(t.tiles - 1) * t.tile_width < n);
         const index_t rows = heads * n;
-        CHECK(t.rows_per_chunk % gpu::stage_rows == 0);
+        CHECK(t.rows_per_chunk % impl::stage_rows == 0);
         CHECK(t.chunks * t.rows_per_chunk >= rows);
         CHECK((t.chunks - 1) * t.rows_per_chunk < rows);
         CHECK(t.column_blocks * 32 >= n);
         CHECK(t.groups >= 1);
-        CHECK(t.groups <= std::min<index_t>(gpu::max_groups, n));
+        CHECK(t.groups <= std::min<index_t>(impl::max_groups, n));
         CHECK(l.degree_blocks == batch * layers * t.tiles * t.chunks);
         CHECK(l.reduce_blocks == batch * layers * t.column_blocks);
         CHECK(l.complement_blocks == batch * t.groups);
@@ -52,7 +52,7 @@ TEST_CASE("CUDA layout: the work covers every column and row, within one launch 
 }
 
 TEST_CASE("CUDA layout: workspace arrays are 256-byte aligned, in order, inside the size", "[cuda]") {
-  const gpu::layout l = layout_of(5, 3, 4, 577, 2);
+  const impl::layout l = layout_of(5, 3, 4, 577, 2);
   const std::vector<std::size_t> at{l.partials, l.degrees,    l.status, l.pivot_count, l.arrivals, l.pivots, l.ranks,
                                     l.is_pivot, l.is_outlier, l.keep,   l.scores,      l.affinity, l.located};
   for (std::size_t k = 0; k < at.size(); ++k) {
@@ -77,11 +77,11 @@ TEST_CASE("CUDA layout: the kernel parameters follow the options", "[cuda]") {
   o.complementary_layer = -1;
   o.pivot_layers = {2, 0};
   o.complementary_from = fp::direction::column;
-  const gpu::layout l = layout_of(2, 3, 4, 50, 4, fp::budget::count(10), o);
+  const impl::layout l = layout_of(2, 3, 4, 50, 4, fp::budget::count(10), o);
   const std::vector<float> maps(1);
   const fp::batched_attention_view<const float, fp::device_memory> v(maps.data(), {2, 3, 4, 50, 50},
                                                                      {30000, 10000, 2500, 1, 50});
-  const gpu::problem p = gpu::problem_of(l, v, o);
+  const impl::problem p = impl::problem_of(l, v, o);
   CHECK(p.first == 1);
   CHECK(p.last == 48);
   CHECK(p.top_k == 47);  // clamped to M
@@ -97,17 +97,17 @@ TEST_CASE("CUDA layout: the kernel parameters follow the options", "[cuda]") {
 }
 
 TEST_CASE("CUDA layout: bad input, and what one launch cannot hold", "[cuda]") {
-  gpu::layout l;
+  impl::layout l;
   fp::options o;
-  CHECK(gpu::make_layout({-1, 1, 1, 4, 4}, fp::budget::adaptive(), o, 4, l).code() == fp::errc::invalid_shape);
-  CHECK(gpu::make_layout({1, 1, 1, 4, 5}, fp::budget::adaptive(), o, 4, l).code() == fp::errc::invalid_shape);
-  CHECK(gpu::make_layout({1, 1, 1, 4, 4}, fp::budget::count(0), o, 4, l).code() == fp::errc::invalid_budget);
-  const fp::status huge = gpu::make_layout({index_t{1} << 40, 2, 16, 577, 577}, fp::budget::adaptive(), o, 2, l);
+  CHECK(impl::make_layout({-1, 1, 1, 4, 4}, fp::budget::adaptive(), o, 4, l).code() == fp::errc::invalid_shape);
+  CHECK(impl::make_layout({1, 1, 1, 4, 5}, fp::budget::adaptive(), o, 4, l).code() == fp::errc::invalid_shape);
+  CHECK(impl::make_layout({1, 1, 1, 4, 4}, fp::budget::count(0), o, 4, l).code() == fp::errc::invalid_budget);
+  const fp::status huge = impl::make_layout({index_t{1} << 40, 2, 16, 577, 577}, fp::budget::adaptive(), o, 2, l);
   CHECK(huge.code() == fp::errc::invalid_shape);
   CHECK(huge.message().find("too large for one launch") != std::string::npos);
   fp::options deep;
   for (index_t k = 0; k < 257; ++k) deep.pivot_layers.push_back(k);
-  const fp::status s = gpu::make_layout({1, 257, 1, 4, 4}, fp::budget::adaptive(), deep, 4, l);
+  const fp::status s = impl::make_layout({1, 257, 1, 4, 4}, fp::budget::adaptive(), deep, 4, l);
   CHECK(s.code() == fp::errc::invalid_layer);
   CHECK(s.message().find("at most 256") != std::string::npos);
 }

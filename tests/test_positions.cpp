@@ -6,8 +6,8 @@
 #include <catch2/catch.hpp>
 
 #include <freepruner/freepruner.hpp>
-#include <freepruner/positions.hpp>
-#include <freepruner/presets.hpp>
+#include <freepruner/extras/positions.hpp>
+#include <freepruner/extras/presets.hpp>
 
 #include <algorithm>
 #include <limits>

@@ -7,7 +7,7 @@
 #include <catch2/catch.hpp>
 
 #include <freepruner/freepruner.hpp>
-#include <freepruner/presets.hpp>
+#include <freepruner/extras/presets.hpp>
 
 #include <cmath>
 #include <limits>

@@ -26,19 +26,10 @@
 #include <unistd.h>
 
 #include <freepruner/freepruner.hpp>
+#include <freepruner/extras/presets.hpp>
 
 #include "npy.hpp"
 
-// --preset needs <freepruner/presets.hpp>; without it the flag says so.
-#if defined(__has_include)
-#if __has_include(<freepruner/presets.hpp>)
-#include <freepruner/presets.hpp>
-#define FREEPRUNER_TOOL_HAVE_PRESETS 1
-#endif
-#endif
-#ifndef FREEPRUNER_TOOL_HAVE_PRESETS
-#define FREEPRUNER_TOOL_HAVE_PRESETS 0
-#endif
 
 #ifndef FREEPRUNER_TOOL_HAVE_STB
 #define FREEPRUNER_TOOL_HAVE_STB 0
@@ -168,9 +159,7 @@ struct command {
   npy::limits limits;
   long long max_batch = 65536;
   std::uint64_t max_pixels = std::uint64_t{1} << 26;
-#if FREEPRUNER_TOOL_HAVE_PRESETS
   std::optional<freepruner::preset> model;
-#endif
 };
 
 // Whole text as a decimal integer; false if it is not one (or overflows).
@@ -367,7 +356,7 @@ command parse_command(int argc, char** argv) {
 }
 
 // ---------------------------------------------------------------------------
-// --preset: a model's options and patch grid from <freepruner/presets.hpp>,
+// --preset: a model's options and patch grid from <freepruner/extras/presets.hpp>,
 // under the flags given on the command line.
 
 std::string without_prefix(std::string text) {
@@ -394,7 +383,6 @@ std::string in_flags(std::string text) {
 
 void apply_preset(command& c) {
   if (c.preset.empty()) return;
-#if FREEPRUNER_TOOL_HAVE_PRESETS
   freepruner::preset p;
   try {
     p = freepruner::presets::by_name(c.preset);
@@ -417,9 +405,6 @@ void apply_preset(command& c) {
     c.grid_from = "--preset " + p.name + "'s grid " + std::to_string(g.rows) + "x" + std::to_string(g.cols);
   }
   c.model = std::move(p);
-#else
-  usage_error("--preset '" + shown(c.preset) + "': this freepruner was built without presets (<freepruner/presets.hpp>)");
-#endif
 }
 
 // ---------------------------------------------------------------------------
@@ -572,7 +557,6 @@ std::vector<freepruner::selection> select_all(const input& in, const std::vector
     for (index_t l : used)
       maps.layers.push_back(reinterpret_cast<const T*>(in.blocks[static_cast<std::size_t>(b * in.layers + l)]));
     freepruner::status s;
-#if FREEPRUNER_TOOL_HAVE_PRESETS
     if (c.model && c.model->spatial_merge > 1) {  // select on the merged tokens the LLM sees
       std::vector<double> merged;
       try {
@@ -581,7 +565,6 @@ std::vector<freepruner::selection> select_all(const input& in, const std::vector
         s = freepruner::status(e.code(), e.what());
       }
     } else
-#endif
       s = freepruner::try_select(maps, c.budget, c.options, out[static_cast<std::size_t>(b)]);
     if (!s) {
       const std::string text = in_flags(without_prefix(s.message()));
@@ -794,7 +777,6 @@ int run(int argc, char** argv) {
     data_error(e.what());
   }
   index_t tokens = in.tokens;  // of the maps select reads
-#if FREEPRUNER_TOOL_HAVE_PRESETS
   if (c.model) {
     const freepruner::preset& p = *c.model;
     if (in.tokens != p.tokens)
@@ -815,7 +797,6 @@ int run(int argc, char** argv) {
     }
     tokens = p.select_tokens();
   }
-#endif
   const std::vector<index_t> used = resolve_layers(c.layers, in.layers);
   const auto count = static_cast<index_t>(used.size());
   if (c.complementary_layer) c.options.complementary_layer = resolve_used_layer("--complementary-layer", *c.complementary_layer, count);
@@ -862,14 +843,12 @@ int run(int argc, char** argv) {
     out += shown(c.input) + ": " + std::to_string(in.layers) + " layers x " + std::to_string(in.heads) + " heads x " +
            std::to_string(in.tokens) + " tokens (" + in.form + ", " + npy::dtype_name(in.type) + ")";
     if (in.batched) out += ", batch of " + std::to_string(in.batch);
-#if FREEPRUNER_TOOL_HAVE_PRESETS
     if (c.model) {
       out += "\npreset " + c.model->name;
       if (c.model->spatial_merge > 1)
         out += ": " + std::to_string(c.model->spatial_merge) + "x" + std::to_string(c.model->spatial_merge) +
                " patches merged, " + std::to_string(tokens) + " tokens";
     }
-#endif
     out += "\nused layers:";
     for (index_t l : used) out += " " + std::to_string(l);
     out += "; candidates " + std::to_string(c.options.prefix_tokens) + ".." +

@@ -31,7 +31,7 @@
 
 namespace freepruner {
 namespace detail {
-namespace gpu {
+namespace cuda {
 
 /// One device allocation, freed on scope exit (stream-ordered where the
 /// device supports it).
@@ -76,10 +76,10 @@ status select_on_device(const batched_attention_view<const T, device_memory>& v,
                         bool batched, std::vector<selection>& out) {
   out.clear();
   std::size_t workspace = 0;
-  if (auto s = cuda::select<T>(nullptr, workspace, v, b, o, nullptr, nullptr); !s) return s;
+  if (auto s = freepruner::cuda::select<T>(nullptr, workspace, v, b, o, nullptr, nullptr); !s) return s;
   if (v.batch() == 0) return {};
   index_t per_item = 0;
-  if (auto s = cuda::capacity(b, v.extent(3), o, per_item); !s) return s;
+  if (auto s = freepruner::cuda::capacity(b, v.extent(3), o, per_item); !s) return s;
   const auto items = static_cast<std::size_t>(v.batch()), slots = items * static_cast<std::size_t>(per_item);
   std::size_t at = workspace;
   const std::size_t kept_at = carve(at, slots * sizeof(token_t));
@@ -94,7 +94,7 @@ status select_on_device(const batched_attention_view<const T, device_memory>& v,
   // Slots past an item's count are never written: clear them, so the copy below reads no uninitialized memory.
   if (const cudaError_t e = cudaMemsetAsync(buffer.data() + kept_at, 0, total - kept_at); e != cudaSuccess)
     return cuda_failure("cudaMemsetAsync", e);
-  if (auto s = cuda::select<T>(buffer.data(), workspace, v, b, o, kept, counts, nullptr, pivotal); !s) return s;
+  if (auto s = freepruner::cuda::select<T>(buffer.data(), workspace, v, b, o, kept, counts, nullptr, pivotal); !s) return s;
 
   std::vector<token_t> host_kept(slots);
   std::vector<index_t> host_counts(items);
@@ -110,7 +110,7 @@ status select_on_device(const batched_attention_view<const T, device_memory>& v,
     const index_t count = host_counts[item];
     if (count < 0) {  // a NaN or infinity: find it
       out.clear();
-      const status s = cuda::diagnose<T>(buffer.data(), workspace, v, b, o, static_cast<index_t>(item));
+      const status s = freepruner::cuda::diagnose<T>(buffer.data(), workspace, v, b, o, static_cast<index_t>(item));
       const status named = s ? fail(errc::non_finite, "attention maps: a NaN or an infinity was read") : s;
       return batched ? in_item(named, static_cast<index_t>(item)) : named;
     }
@@ -124,7 +124,7 @@ status select_on_device(const batched_attention_view<const T, device_memory>& v,
   return {};
 }
 
-}  // namespace gpu
+}  // namespace cuda
 
 /// `select` and `try_select` on device maps (see select.hpp's dispatch).
 template <>
@@ -136,14 +136,14 @@ struct backend<device_memory> {
     static_assert(is_attention_view<Tensor>::value,
                   "freepruner: the CUDA backend reads attention_view<const T, device_memory> (strided device maps)");
     using T = std::remove_cv_t<typename Tensor::element_type>;
-    static_assert(cuda::is_device_element_v<T>,
+    static_assert(freepruner::cuda::is_device_element_v<T>,
                   "freepruner: the CUDA backend reads float, __half and __nv_bfloat16 maps");
     const auto& e = t.extents();
     const auto& st = t.strides();
     const batched_attention_view<const T, device_memory> one(t.data(), {1, e[0], e[1], e[2], e[3]},
                                                              {0, st[0], st[1], st[2], st[3]});
     std::vector<selection> many;
-    const status s = gpu::select_on_device<T>(one, b, o, false, many);
+    const status s = cuda::select_on_device<T>(one, b, o, false, many);
     if (s) out = std::move(many.front());
     return s;
   }
@@ -152,9 +152,9 @@ struct backend<device_memory> {
   static status select(const batched_attention_view<T, device_memory>& v, const budget& b, const options& o,
                        std::vector<selection>& out) {
     using E = std::remove_cv_t<T>;
-    static_assert(cuda::is_device_element_v<E>,
+    static_assert(freepruner::cuda::is_device_element_v<E>,
                   "freepruner: the CUDA backend reads float, __half and __nv_bfloat16 maps");
-    return gpu::select_on_device<E>(batched_attention_view<const E, device_memory>(v), b, o, true, out);
+    return cuda::select_on_device<E>(batched_attention_view<const E, device_memory>(v), b, o, true, out);
   }
 };
 

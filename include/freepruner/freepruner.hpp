@@ -1,16 +1,16 @@
 #pragma once
 /// \file freepruner.hpp
-/// The one include for host code: views, options, `select` on the Eigen CPU
-/// backend, the Q/K path, the streaming `pruner`, presets, merged tokens and
-/// positions.
-/// Opt-in adapters live in `freepruner/adapters/`.
+/// The core, for host code: views, options, `select` on attention maps
+/// (CPU backend), `select` on queries and keys, the streaming `pruner`, and
+/// the stage routines.
+///
+/// Opt in to the rest: `freepruner/extras/` (presets, merged tokens,
+/// positions), `freepruner/adapters/` (Eigen tensors, mdspan),
+/// `freepruner/cuda.cuh` (the CUDA backend, under nvcc).
 
 #include "config.hpp"
 #include "error.hpp"
-#include "merge.hpp"
 #include "options.hpp"
-#include "positions.hpp"
-#include "presets.hpp"
 #include "qk.hpp"
 #include "select.hpp"
 #include "stream.hpp"

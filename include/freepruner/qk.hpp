@@ -42,8 +42,8 @@
 #include <type_traits>
 #include <vector>
 
-#include "backend/eigen/qk.hpp"
-#include "backend/eigen/scores.hpp"
+#include "backend/cpu/qk.hpp"
+#include "backend/cpu/scores.hpp"
 #include "detail/decisions.hpp"
 #include "detail/validate.hpp"
 #include "error.hpp"
@@ -171,7 +171,7 @@ status plan_qk(const std::vector<qk_layer<T, Space>>& layers, const budget& b, c
   return budget_tokens(b, p.candidates, m);
 }
 
-/// SPEC steps 1-5 from the per-layer operations of backend/eigen/qk.hpp,
+/// SPEC steps 1-5 from the per-layer operations of backend/cpu/qk.hpp,
 /// with the host backend's decisions (pivotal_from_degrees,
 /// complement_builder, fit_budget) and checks (check_spread).
 template <class T, class Space>

@@ -10,7 +10,7 @@
 #include <string>
 #include <vector>
 
-#include "backend/eigen/scores.hpp"
+#include "backend/cpu/scores.hpp"
 #include "detail/decisions.hpp"
 #include "detail/validate.hpp"
 #include "error.hpp"

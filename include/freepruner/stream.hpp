@@ -90,8 +90,8 @@
 
 #include "detail/eigen.hpp"
 
-#include "backend/eigen/qk.hpp"
-#include "backend/eigen/scores.hpp"
+#include "backend/cpu/qk.hpp"
+#include "backend/cpu/scores.hpp"
 #include "detail/decisions.hpp"
 #include "detail/validate.hpp"
 #include "error.hpp"
@@ -341,7 +341,7 @@ class matrix_source {
 };
 
 /// The layer source for queries and keys: the per-layer operations of
-/// backend/eigen/qk.hpp that Q/K `select` runs, with its labels
+/// backend/cpu/qk.hpp that Q/K `select` runs, with its labels
 /// ("layers[l]"), so values and messages are select's.
 ///
 /// `keep` copies Q and K rather than computing the M x N scores of every

@@ -25,7 +25,7 @@
 namespace {
 
 namespace fp = freepruner;
-namespace gpu = freepruner::detail::gpu;
+namespace impl = freepruner::detail::cuda;
 using fp::index_t;
 using fp::token_t;
 
@@ -37,8 +37,8 @@ template <class T>
 fp::status emulated_select(const fp::batched_attention_view<const T, fp::device_memory>& v, const fp::budget& b,
                            const fp::options& o, std::vector<fp::selection>& out) {
   out.clear();
-  gpu::layout l;
-  if (auto s = gpu::make_layout(v.extents(), b, o, sizeof(T), l); !s) return s;
+  impl::layout l;
+  if (auto s = impl::make_layout(v.extents(), b, o, sizeof(T), l); !s) return s;
   index_t capacity = 0;
   if (auto s = fp::cuda::capacity(b, v.extent(3), o, capacity); !s) return s;
   std::vector<unsigned char> workspace(l.bytes + 256, 0xcd);
@@ -47,16 +47,16 @@ fp::status emulated_select(const fp::batched_attention_view<const T, fp::device_
   std::vector<token_t> kept(slots, -7);
   std::vector<index_t> counts(items, -9);
   std::vector<std::uint8_t> pivotal(slots, 9);
-  const gpu::scratch w = gpu::scratch_in(l, base);
-  const gpu::problem q = gpu::problem_of(l, v, o);
+  const impl::scratch w = impl::scratch_in(l, base);
+  const impl::problem q = impl::problem_of(l, v, o);
   if (v.stride(4) == 1)
-    emulation::launch(l.degree_blocks, [&] { gpu::degree_partials<T, true>(q, l.t, w); }, rng);
+    emulation::launch(l.degree_blocks, [&] { impl::degree_partials<T, true>(q, l.t, w); }, rng);
   else
-    emulation::launch(l.degree_blocks, [&] { gpu::degree_partials<T, false>(q, l.t, w); }, rng);
-  emulation::launch(l.reduce_blocks, [&] { gpu::reduce_degrees<>(q, l.t, w); }, rng);
+    emulation::launch(l.degree_blocks, [&] { impl::degree_partials<T, false>(q, l.t, w); }, rng);
+  emulation::launch(l.reduce_blocks, [&] { impl::reduce_degrees<>(q, l.t, w); }, rng);
   emulation::launch(
       l.complement_blocks,
-      [&] { gpu::complements<T>(q, l.t, w, kept.data(), counts.data(), pivotal.data(), capacity); }, rng);
+      [&] { impl::complements<T>(q, l.t, w, kept.data(), counts.data(), pivotal.data(), capacity); }, rng);
   out.resize(items);
   for (std::size_t item = 0; item < items; ++item) {
     if (counts[item] < 0 || counts[item] > capacity) {
@@ -187,8 +187,8 @@ void big() {  // CLIP-336 shapes, every candidate a pivot, rows of several tiles
   fp::options suffix;
   suffix.suffix_tokens = 1;
   compare<__half>(wide, 2, 2, 2, 2100, fp::budget::ratio(0.5), suffix, layout_kind::padded_rows, "fp16 rows of 3 tiles");
-  const auto huge = narrow<float>(fptest::softmax_maps(rng, 2, 1, gpu::cached_tokens + 100));
-  compare<float>(huge, 1, 2, 1, gpu::cached_tokens + 100, fp::budget::ratio(0.5), cls, layout_kind::contiguous,
+  const auto huge = narrow<float>(fptest::softmax_maps(rng, 2, 1, impl::cached_tokens + 100));
+  compare<float>(huge, 1, 2, 1, impl::cached_tokens + 100, fp::budget::ratio(0.5), cls, layout_kind::contiguous,
                  "more tokens than shared memory holds");
 }
 

@@ -16,7 +16,7 @@
 
 namespace freepruner {
 namespace detail {
-namespace gpu {
+namespace cuda {
 
 using key_t = unsigned long long;
 
@@ -215,6 +215,6 @@ __device__ int block_compact(int first, int last, Flag flag, Put put, block_stor
   return carry;
 }
 
-}  // namespace gpu
+}  // namespace cuda
 }  // namespace detail
 }  // namespace freepruner

@@ -26,7 +26,7 @@
 
 namespace freepruner {
 namespace detail {
-namespace gpu {
+namespace cuda {
 
 /// Raw bits of an element and their float value.
 template <class T>
@@ -495,6 +495,6 @@ __global__ void __launch_bounds__(block_threads)
   }
 }
 
-}  // namespace gpu
+}  // namespace cuda
 }  // namespace detail
 }  // namespace freepruner

@@ -15,7 +15,7 @@
 
 namespace freepruner {
 namespace detail {
-namespace gpu {
+namespace cuda {
 
 /// Threads of every kernel of the backend.
 inline constexpr int block_threads = 256;
@@ -199,6 +199,6 @@ problem problem_of(const layout& l, const batched_attention_view<const T, device
   return q;
 }
 
-}  // namespace gpu
+}  // namespace cuda
 }  // namespace detail
 }  // namespace freepruner

@@ -43,7 +43,7 @@ constexpr dtype dtype_of() noexcept {
 }  // namespace cuda
 
 namespace detail {
-namespace gpu {
+namespace cuda {
 
 inline std::string pointer_text(const void* p) {
   char buf[32];
@@ -108,7 +108,7 @@ inline status last_launch(const char* kernel) {
 
 inline const char* kind_name(float x) { return std::isnan(x) ? "nan" : (x > 0 ? "inf" : "-inf"); }
 
-}  // namespace gpu
+}  // namespace cuda
 }  // namespace detail
 
 namespace cuda {
@@ -120,31 +120,31 @@ status select(void* d_workspace, std::size_t& workspace_bytes, const batched_att
               const budget& b, const options& o, token_t* d_kept, index_t* d_counts, cudaStream_t stream = nullptr,
               std::uint8_t* d_pivotal = nullptr) {
   static_assert(is_device_element_v<T>, "freepruner: the CUDA backend reads float, __half and __nv_bfloat16 maps");
-  namespace gpu = detail::gpu;
-  gpu::layout l;
-  if (auto s = gpu::make_layout(maps.extents(), b, o, sizeof(T), l); !s) return s;
+  namespace impl = detail::cuda;
+  impl::layout l;
+  if (auto s = impl::make_layout(maps.extents(), b, o, sizeof(T), l); !s) return s;
   if (d_workspace == nullptr) {
     workspace_bytes = l.bytes;
     return {};
   }
   if (maps.batch() == 0) return {};
-  if (auto s = gpu::check_run(l, maps, d_workspace, workspace_bytes, d_kept, d_counts, d_pivotal); !s) return s;
+  if (auto s = impl::check_run(l, maps, d_workspace, workspace_bytes, d_kept, d_counts, d_pivotal); !s) return s;
   index_t capacity = 0;
   if (auto s = cuda::capacity(b, l.p.tokens, o, capacity); !s) return s;
 
-  const gpu::problem q = gpu::problem_of(l, maps, o);
-  const gpu::scratch w = gpu::scratch_in(l, d_workspace);
+  const impl::problem q = impl::problem_of(l, maps, o);
+  const impl::scratch w = impl::scratch_in(l, d_workspace);
   const auto blocks = [](index_t x) { return static_cast<unsigned>(x); };
   if (maps.stride(4) == 1)
-    gpu::degree_partials<T, true><<<blocks(l.degree_blocks), gpu::block_threads, 0, stream>>>(q, l.t, w);
+    impl::degree_partials<T, true><<<blocks(l.degree_blocks), impl::block_threads, 0, stream>>>(q, l.t, w);
   else
-    gpu::degree_partials<T, false><<<blocks(l.degree_blocks), gpu::block_threads, 0, stream>>>(q, l.t, w);
-  if (auto s = gpu::last_launch("degree_partials launch"); !s) return s;
-  gpu::reduce_degrees<><<<blocks(l.reduce_blocks), gpu::block_threads, 0, stream>>>(q, l.t, w);
-  if (auto s = gpu::last_launch("reduce_degrees launch"); !s) return s;
-  gpu::complements<T><<<blocks(l.complement_blocks), gpu::block_threads, 0, stream>>>(q, l.t, w, d_kept, d_counts,
+    impl::degree_partials<T, false><<<blocks(l.degree_blocks), impl::block_threads, 0, stream>>>(q, l.t, w);
+  if (auto s = impl::last_launch("degree_partials launch"); !s) return s;
+  impl::reduce_degrees<><<<blocks(l.reduce_blocks), impl::block_threads, 0, stream>>>(q, l.t, w);
+  if (auto s = impl::last_launch("reduce_degrees launch"); !s) return s;
+  impl::complements<T><<<blocks(l.complement_blocks), impl::block_threads, 0, stream>>>(q, l.t, w, d_kept, d_counts,
                                                                                        d_pivotal, capacity);
-  return gpu::last_launch("complements launch");
+  return impl::last_launch("complements launch");
 }
 
 /// After `select` wrote -1 to `d_counts[item]`: names the first NaN or
@@ -152,39 +152,39 @@ status select(void* d_workspace, std::size_t& workspace_bytes, const batched_att
 template <class T>
 status diagnose(const void* d_workspace, std::size_t workspace_bytes, const batched_attention_view<const T, device_memory>& maps,
                 const budget& b, const options& o, index_t item, cudaStream_t stream = nullptr) {
-  namespace gpu = detail::gpu;
-  gpu::layout l;
-  if (auto s = gpu::make_layout(maps.extents(), b, o, sizeof(T), l); !s) return s;
+  namespace impl = detail::cuda;
+  impl::layout l;
+  if (auto s = impl::make_layout(maps.extents(), b, o, sizeof(T), l); !s) return s;
   if (item < 0 || item >= maps.batch())
     return detail::fail(errc::invalid_shape, "item = ", static_cast<long long>(item), " is outside the batch 0..",
                         static_cast<long long>(maps.batch() - 1));
   if (d_workspace == nullptr || workspace_bytes < l.bytes)
     return detail::fail(errc::invalid_workspace, "diagnose needs the workspace select used (",
                         static_cast<unsigned long long>(l.bytes), " bytes)");
-  const gpu::scratch w = gpu::scratch_in(l, const_cast<void*>(d_workspace));
+  const impl::scratch w = impl::scratch_in(l, const_cast<void*>(d_workspace));
   int code = 0;
   if (const cudaError_t e = cudaMemcpyAsync(&code, w.status + item, sizeof code, cudaMemcpyDeviceToHost, stream);
       e != cudaSuccess)
-    return gpu::cuda_failure("cudaMemcpyAsync", e);
+    return impl::cuda_failure("cudaMemcpyAsync", e);
   if (const cudaError_t e = cudaStreamSynchronize(stream); e != cudaSuccess)
-    return gpu::cuda_failure("cudaStreamSynchronize", e);
+    return impl::cuda_failure("cudaStreamSynchronize", e);
   const auto layers = static_cast<int>(l.p.pivot_layers.size());
   if (code <= 0 || code > layers + 1) return {};  // nothing recorded for this item
   const bool pivot_stage = code <= layers;
   const auto layer = pivot_stage ? l.p.pivot_layers[static_cast<std::size_t>(code - 1)] : l.p.complementary_layer;
   const int mode = pivot_stage ? 0 : (o.complementary_from == direction::column ? 2 : 1);
-  const gpu::problem q = gpu::problem_of(l, maps, o);
+  const impl::problem q = impl::problem_of(l, maps, o);
   unsigned long long found = ~0ull;
   if (const cudaError_t e = cudaMemsetAsync(w.located, 0xff, sizeof found, stream); e != cudaSuccess)
-    return gpu::cuda_failure("cudaMemsetAsync", e);
-  gpu::locate_non_finite<T><<<static_cast<unsigned>(l.p.heads * l.p.tokens), gpu::block_threads, 0, stream>>>(
+    return impl::cuda_failure("cudaMemsetAsync", e);
+  impl::locate_non_finite<T><<<static_cast<unsigned>(l.p.heads * l.p.tokens), impl::block_threads, 0, stream>>>(
       q, item, static_cast<int>(layer), mode, w.is_pivot + item * l.p.tokens, w.located);
-  if (auto s = gpu::last_launch("locate_non_finite launch"); !s) return s;
+  if (auto s = impl::last_launch("locate_non_finite launch"); !s) return s;
   if (const cudaError_t e = cudaMemcpyAsync(&found, w.located, sizeof found, cudaMemcpyDeviceToHost, stream);
       e != cudaSuccess)
-    return gpu::cuda_failure("cudaMemcpyAsync", e);
+    return impl::cuda_failure("cudaMemcpyAsync", e);
   if (const cudaError_t e = cudaStreamSynchronize(stream); e != cudaSuccess)
-    return gpu::cuda_failure("cudaStreamSynchronize", e);
+    return impl::cuda_failure("cudaStreamSynchronize", e);
   if (found == ~0ull)
     return detail::fail(errc::non_finite, "attention maps of layer ", static_cast<long long>(layer),
                         ": a sum over heads overflows (values too large to be attention probabilities)");
@@ -195,10 +195,10 @@ status diagnose(const void* d_workspace, std::size_t workspace_bytes, const batc
   const T* at = maps[item].data() + layer * maps.stride(1) + head * maps.stride(2) + query * maps.stride(3) +
                 key * maps.stride(4);
   if (const cudaError_t e = cudaMemcpy(&element, at, sizeof(T), cudaMemcpyDeviceToHost); e != cudaSuccess)
-    return gpu::cuda_failure("cudaMemcpy", e);
+    return impl::cuda_failure("cudaMemcpy", e);
   return detail::fail(errc::non_finite, "attention maps[layer ", static_cast<long long>(layer), "][head ",
                       static_cast<long long>(head), "][query ", static_cast<long long>(query), "][key ",
-                      static_cast<long long>(key), "] = ", gpu::kind_name(static_cast<float>(element)),
+                      static_cast<long long>(key), "] = ", impl::kind_name(static_cast<float>(element)),
                       " (every value read must be finite)");
 }
 

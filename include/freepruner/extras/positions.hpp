@@ -17,10 +17,10 @@
 #include <utility>
 #include <vector>
 
-#include "config.hpp"
-#include "detail/validate.hpp"
-#include "error.hpp"
-#include "options.hpp"
+#include "../config.hpp"
+#include "../detail/validate.hpp"
+#include "../error.hpp"
+#include "../options.hpp"
 
 namespace freepruner {
 

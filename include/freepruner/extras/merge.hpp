@@ -20,12 +20,12 @@
 #include <type_traits>
 #include <vector>
 
-#include "backend/eigen/scores.hpp"
-#include "detail/validate.hpp"
-#include "error.hpp"
-#include "select.hpp"
-#include "traits.hpp"
-#include "view.hpp"
+#include "../backend/cpu/scores.hpp"
+#include "../detail/validate.hpp"
+#include "../error.hpp"
+#include "../select.hpp"
+#include "../traits.hpp"
+#include "../view.hpp"
 
 namespace freepruner {
 

@@ -18,13 +18,13 @@
 #include <utility>
 #include <vector>
 
-#include "config.hpp"
-#include "detail/validate.hpp"
-#include "error.hpp"
+#include "../config.hpp"
+#include "../detail/validate.hpp"
+#include "../error.hpp"
 #include "merge.hpp"
-#include "options.hpp"
+#include "../options.hpp"
 #include "positions.hpp"
-#include "select.hpp"
+#include "../select.hpp"
 
 namespace freepruner {
 
