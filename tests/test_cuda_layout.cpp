@@ -85,7 +85,8 @@ TEST_CASE("CUDA layout: the kernel parameters follow the options", "[cuda]") {
   CHECK(p.first == 1);
   CHECK(p.last == 48);
   CHECK(p.top_k == 47);  // clamped to M
-  CHECK(p.budget == 10);
+  CHECK(!p.budget.is_adaptive());
+  CHECK(p.budget.count() == 10);
   CHECK(p.complementary_layer == 2);
   CHECK(p.column);
   CHECK(p.pivot_layer_count == 2);
@@ -93,7 +94,7 @@ TEST_CASE("CUDA layout: the kernel parameters follow the options", "[cuda]") {
   CHECK(p.pivot_layers[1] == 0);
   CHECK(p.row_stride == 1);
   CHECK(p.key_stride == 50);
-  CHECK(layout_of(1, 1, 1, 10, 4, fp::budget::adaptive()).budget == -1);
+  CHECK(layout_of(1, 1, 1, 10, 4, fp::budget::adaptive()).budget.is_adaptive());
 }
 
 TEST_CASE("CUDA layout: bad input, and what one launch cannot hold", "[cuda]") {

@@ -23,6 +23,9 @@
 
 // Engines built with -fno-exceptions still get every check: `try_select`
 // returns a status, and `select` aborts with the message instead of throwing.
+// An engine routes that failure to its own handler by defining, before any
+// freepruner include, FREEPRUNER_THROW(e) (e: a freepruner::error), as fmt's
+// FMT_THROW; should the handler return, the call aborts.
 #ifndef FREEPRUNER_USE_EXCEPTIONS
 #if defined(__cpp_exceptions) || defined(__EXCEPTIONS) || defined(_CPPUNWIND)
 #define FREEPRUNER_USE_EXCEPTIONS 1

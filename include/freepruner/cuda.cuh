@@ -6,6 +6,10 @@
 /// `batched_attention_view<const T, device_memory>` (T = float, __half or
 /// __nv_bfloat16) run on the GPU and return what the CPU backend returns.
 ///
+/// This header brings the dispatch and the CUDA backend, not the CPU backend
+/// (and so no Eigen): a translation unit that also selects on host maps
+/// includes freepruner.hpp too.
+///
 /// That call allocates its workspace (stream-ordered), runs on the default
 /// stream and waits for the answer. Engines that own their memory and
 /// streams call the low-level `freepruner::cuda::select` instead
@@ -18,16 +22,9 @@
 #include <cstdint>
 #include <vector>
 
-// The CPU backend's headers are host code: nvcc's front end reports Eigen's
-// defaulted host-device members (#20012) and a variable the CPUID probe
-// sets for the asm's sake (#550). Neither matters here.
-#pragma nv_diagnostic push
-#pragma nv_diag_suppress 20012
-#pragma nv_diag_suppress 550
-#include "freepruner.hpp"
-#pragma nv_diagnostic pop
-
 #include "backend/cuda/select.cuh"
+#include "detail/messages.hpp"
+#include "select.hpp"
 
 namespace freepruner {
 namespace detail {

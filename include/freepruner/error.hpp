@@ -75,36 +75,14 @@ class error : public std::invalid_argument {
 
 namespace detail {
 
-inline void append(std::string& out, const char* s) { out += s; }
-inline void append(std::string& out, const std::string& s) { out += s; }
-inline void append(std::string& out, long long v) { out += std::to_string(v); }
-inline void append(std::string& out, long v) { out += std::to_string(v); }
-inline void append(std::string& out, int v) { out += std::to_string(v); }
-inline void append(std::string& out, unsigned long v) { out += std::to_string(v); }
-inline void append(std::string& out, unsigned long long v) { out += std::to_string(v); }
-inline void append(std::string& out, double v) {
-  char buf[40];
-  std::snprintf(buf, sizeof buf, "%.17g", v);
-  out += buf;
-}
-
-// Builds "freepruner: <what>" from pieces; keeps call sites one line long.
-template <class... Parts>
-std::string message(const Parts&... parts) {
-  std::string out = "freepruner: ";
-  using expand = int[];
-  (void)expand{0, (append(out, parts), 0)...};
-  return out;
-}
-
-template <class... Parts>
-status fail(errc code, const Parts&... parts) {
-  return status(code, message(parts...));
-}
-
-/// Throws `error` (or, without exceptions, prints the message and aborts).
+/// Throws `error`; or, where the engine defines FREEPRUNER_THROW(e), hands it
+/// the error (its own abort or exception); without exceptions, prints the
+/// message and aborts.
 [[noreturn]] inline void raise(const status& s) {
-#if FREEPRUNER_USE_EXCEPTIONS
+#if defined(FREEPRUNER_THROW)
+  FREEPRUNER_THROW(error(s));
+  std::abort();  // a handler that returns must not resume the failed call
+#elif FREEPRUNER_USE_EXCEPTIONS
   throw error(s);
 #else
   std::fprintf(stderr, "%s\n", s.message().c_str());

@@ -2,13 +2,14 @@
 // Validation shared by every backend: one `plan` per call, built from the
 // extents and options (SPEC "Input" and "Bad input").
 
+#include <algorithm>
 #include <array>
 #include <cmath>
 #include <limits>
 #include <vector>
 
-#include "../error.hpp"
 #include "../options.hpp"
+#include "messages.hpp"
 
 namespace freepruner {
 namespace detail {
@@ -26,14 +27,11 @@ inline status check_shape(const std::array<index_t, 4>& e) {
   static const char* const names[4] = {"layers", "heads", "queries", "keys"};
   for (int d = 0; d < 4; ++d)
     if (e[static_cast<std::size_t>(d)] <= 0)
-      return fail(errc::invalid_shape, "attention maps: ", names[d], " = ", static_cast<long long>(e[static_cast<std::size_t>(d)]),
-                  " (must be >= 1)");
+      return below_one(errc::invalid_shape, e[static_cast<std::size_t>(d)], "attention maps: ", names[d]);
   if (e[2] != e[3])
-    return fail(errc::invalid_shape, "attention maps are not square: queries = ", static_cast<long long>(e[2]),
-                ", keys = ", static_cast<long long>(e[3]));
-  if (e[2] > std::numeric_limits<token_t>::max())
-    return fail(errc::invalid_shape, "attention maps: tokens = ", static_cast<long long>(e[2]),
-                " exceeds the 32-bit token range");
+    return fail(errc::invalid_shape, "attention maps are not square: queries = ", e[2],
+                ", keys = ", e[3]);
+  if (e[2] > std::numeric_limits<token_t>::max()) return token_range("attention maps: tokens = ", e[2]);
   return {};
 }
 
@@ -44,19 +42,19 @@ inline status resolve_layer(index_t given, index_t layers, const char* what, ind
     return {};
   }
   if (given < 0 || given >= layers)
-    return fail(errc::invalid_layer, what, " = ", static_cast<long long>(given), " is outside the given layers 0..",
-                static_cast<long long>(layers - 1), " (-1 means the last)");
+    return fail(errc::invalid_layer, what, " = ", given, " is outside the given layers 0..",
+                layers - 1, " (-1 means the last)");
   out = given;
   return {};
 }
 
 inline status check_options(const options& o) {
   if (o.prefix_tokens < 0)
-    return fail(errc::invalid_tokens, "options.prefix_tokens = ", static_cast<long long>(o.prefix_tokens), " (must be >= 0)");
+    return fail(errc::invalid_tokens, "options.prefix_tokens = ", o.prefix_tokens, " (must be >= 0)");
   if (o.suffix_tokens < 0)
-    return fail(errc::invalid_tokens, "options.suffix_tokens = ", static_cast<long long>(o.suffix_tokens), " (must be >= 0)");
+    return fail(errc::invalid_tokens, "options.suffix_tokens = ", o.suffix_tokens, " (must be >= 0)");
   if (o.pivots_per_layer < 0)
-    return fail(errc::invalid_option, "options.pivots_per_layer = ", static_cast<long long>(o.pivots_per_layer),
+    return fail(errc::invalid_option, "options.pivots_per_layer = ", o.pivots_per_layer,
                 " (0 for adaptive, or k >= 1)");
   if (!std::isfinite(o.fence_factor) || o.fence_factor < 0)
     return fail(errc::invalid_option, "options.fence_factor = ", o.fence_factor, " (must be finite and >= 0)");
@@ -72,8 +70,8 @@ inline status check_tokens(const options& o, index_t tokens) {
   // Compared one at a time: the sum of two huge values would overflow.
   if (o.prefix_tokens >= tokens || o.suffix_tokens >= tokens - o.prefix_tokens)
     return fail(errc::invalid_tokens, "options.prefix_tokens + options.suffix_tokens = ",
-                static_cast<long long>(o.prefix_tokens), " + ", static_cast<long long>(o.suffix_tokens),
-                " leaves no candidate among tokens = ", static_cast<long long>(tokens));
+                o.prefix_tokens, " + ", o.suffix_tokens,
+                " leaves no candidate among tokens = ", tokens);
   return {};
 }
 
@@ -98,7 +96,7 @@ inline status make_plan(const std::array<index_t, 4>& e, const options& o, plan&
     index_t l = 0;
     if (auto s = resolve_layer(given, p.layers, "options.pivot_layers entry", l); !s) return s;
     if (seen[static_cast<std::size_t>(l)])
-      return fail(errc::invalid_layer, "options.pivot_layers names layer ", static_cast<long long>(l), " twice");
+      return fail(errc::invalid_layer, "options.pivot_layers names layer ", l, " twice");
     seen[static_cast<std::size_t>(l)] = true;
     p.pivot_layers.push_back(l);
   }
@@ -128,24 +126,40 @@ status check_spread(const S* x, index_t first, index_t last, const char* what) {
   return spread_status(lo, hi, what);
 }
 
-// SPEC step 5: the budget's exact token count m for M candidates.
-inline status budget_tokens(const budget& b, index_t candidates, index_t& m) {
+/// SPEC step 5's size of the kept set: every token of P ∪ Q (adaptive), or
+/// exactly `count()` tokens. Plain data, so device code carries it too.
+class kept_count {
+ public:
+  FREEPRUNER_HOST_DEVICE static constexpr kept_count adaptive() noexcept { return kept_count(true, 0); }
+  FREEPRUNER_HOST_DEVICE static constexpr kept_count exactly(index_t m) noexcept { return kept_count(false, m); }
+  constexpr kept_count() noexcept = default;
+  FREEPRUNER_HOST_DEVICE constexpr bool is_adaptive() const noexcept { return adaptive_; }
+  /// The count, for a fixed budget.
+  FREEPRUNER_HOST_DEVICE constexpr index_t count() const noexcept { return count_; }
+
+ private:
+  FREEPRUNER_HOST_DEVICE constexpr kept_count(bool adaptive, index_t count) noexcept : adaptive_(adaptive), count_(count) {}
+  bool adaptive_ = true;
+  index_t count_ = 0;
+};
+
+// SPEC step 5: the budget's kept count for M candidates.
+inline status budget_tokens(const budget& b, index_t candidates, kept_count& m) {
   switch (b.mode()) {
     case budget::kind::adaptive:
-      m = -1;
+      m = kept_count::adaptive();
       return {};
     case budget::kind::count:
-      if (b.count_value() < 1)
-        return fail(errc::invalid_budget, "budget::count(", static_cast<long long>(b.count_value()), ") (must be >= 1)");
-      m = b.count_value() < candidates ? b.count_value() : candidates;
+      if (b.count_value() < 1) return fail(errc::invalid_budget, "budget::count(", b.count_value(), ") (must be >= 1)");
+      m = kept_count::exactly(b.count_value() < candidates ? b.count_value() : candidates);
       return {};
     case budget::kind::ratio: {
       const double x = b.ratio_value();
       if (!(x > 0.0 && x <= 1.0))  // also rejects NaN
         return fail(errc::invalid_budget, "budget::ratio(", x, ") (must be finite, > 0 and <= 1)");
       const auto rounded = static_cast<index_t>(std::floor(x * static_cast<double>(candidates) + 0.5));
-      m = rounded > 1 ? rounded : 1;
-      if (m > candidates) m = candidates;  // x <= 1 already bounds it; guards rounding
+      // x <= 1 already bounds it by M; the min guards rounding.
+      m = kept_count::exactly(std::min(std::max<index_t>(rounded, 1), candidates));
       return {};
     }
   }

@@ -20,10 +20,10 @@
 #include <type_traits>
 #include <vector>
 
+#include "../backend/cpu/backend.hpp"
 #include "../backend/cpu/scores.hpp"
 #include "../detail/validate.hpp"
 #include "../error.hpp"
-#include "../select.hpp"
 #include "../traits.hpp"
 #include "../view.hpp"
 
@@ -42,9 +42,7 @@ status pool_groups(const Tensor& t, const std::vector<index_t>& members, index_t
   const index_t layers = e[0], heads = e[1], n = e[2], ks = tr::key_stride(t), m = n / g;
   for (index_t l = 0; l < layers; ++l)
     if (tr::row(t, l, 0, 0) == nullptr)
-      return fail(errc::null_data, "attention maps: data of layer ", static_cast<long long>(l), " is null with shape [",
-                  static_cast<long long>(layers), ", ", static_cast<long long>(heads), ", ", static_cast<long long>(n),
-                  ", ", static_cast<long long>(n), "]");
+      return null_maps(l, layers, heads, n);
   out.assign(static_cast<std::size_t>(layers * heads * m * m), Out(0));
   std::vector<double> sum(static_cast<std::size_t>(n));
   const double scale = 1.0 / static_cast<double>(g);
@@ -96,10 +94,10 @@ status try_merge_attention(const Tensor& maps, index_t group, std::vector<Out>& 
   const auto e = attention_traits<Tensor>::extents(maps);
   if (auto s = detail::check_shape(e); !s) return s;
   if (group < 1)
-    return detail::fail(errc::invalid_shape, "merge group = ", static_cast<long long>(group), " (must be >= 1)");
+    return detail::below_one(errc::invalid_shape, group, "merge group");
   if (e[2] % group != 0)
-    return detail::fail(errc::invalid_shape, "merge group = ", static_cast<long long>(group),
-                        " does not divide tokens = ", static_cast<long long>(e[2]));
+    return detail::fail(errc::invalid_shape, "merge group = ", group,
+                        " does not divide tokens = ", e[2]);
   std::vector<index_t> members(static_cast<std::size_t>(e[2]));
   for (index_t i = 0; i < e[2]; ++i) members[static_cast<std::size_t>(i)] = i;
   return detail::pool_groups(maps, members, group, out, view);
@@ -116,17 +114,17 @@ status try_merge_attention_grid(const Tensor& maps, index_t rows, index_t cols, 
   const auto e = attention_traits<Tensor>::extents(maps);
   if (auto s = detail::check_shape(e); !s) return s;
   if (rows < 1 || cols < 1)
-    return detail::fail(errc::invalid_shape, "grid rows = ", static_cast<long long>(rows), ", cols = ",
-                        static_cast<long long>(cols), " (both must be >= 1)");
+    return detail::fail(errc::invalid_shape, "grid rows = ", rows, ", cols = ",
+                        cols, " (both must be >= 1)");
   if (factor < 1)
-    return detail::fail(errc::invalid_shape, "merge factor = ", static_cast<long long>(factor), " (must be >= 1)");
+    return detail::below_one(errc::invalid_shape, factor, "merge factor");
   if (rows > e[2] / cols || rows * cols != e[2])
-    return detail::fail(errc::invalid_shape, "grid rows * cols = ", static_cast<long long>(rows), " * ",
-                        static_cast<long long>(cols), " does not match tokens = ", static_cast<long long>(e[2]));
+    return detail::fail(errc::invalid_shape, "grid rows * cols = ", rows, " * ",
+                        cols, " does not match tokens = ", e[2]);
   if (rows % factor != 0 || cols % factor != 0)
-    return detail::fail(errc::invalid_shape, "merge factor = ", static_cast<long long>(factor),
-                        " does not divide grid rows = ", static_cast<long long>(rows), " and cols = ",
-                        static_cast<long long>(cols));
+    return detail::fail(errc::invalid_shape, "merge factor = ", factor,
+                        " does not divide grid rows = ", rows, " and cols = ",
+                        cols);
   std::vector<index_t> members;
   members.reserve(static_cast<std::size_t>(e[2]));
   for (index_t br = 0; br < rows / factor; ++br)

@@ -65,24 +65,23 @@ struct mrope_position {
 inline status check_layout(const grid_layout& g) {
   using detail::fail;
   if (g.tokens < 1)
-    return fail(errc::invalid_shape, "grid_layout.tokens = ", static_cast<long long>(g.tokens), " (must be >= 1)");
+    return detail::below_one(errc::invalid_shape, g.tokens, "grid_layout.tokens");
   if (g.rows < 1 || g.cols < 1)
-    return fail(errc::invalid_shape, "grid_layout.rows = ", static_cast<long long>(g.rows),
-                ", grid_layout.cols = ", static_cast<long long>(g.cols), " (both must be >= 1)");
+    return fail(errc::invalid_shape, "grid_layout.rows = ", g.rows,
+                ", grid_layout.cols = ", g.cols, " (both must be >= 1)");
   if (g.frames < 1)
-    return fail(errc::invalid_shape, "grid_layout.frames = ", static_cast<long long>(g.frames), " (must be >= 1)");
+    return detail::below_one(errc::invalid_shape, g.frames, "grid_layout.frames");
   if (g.prefix_tokens < 0 || g.suffix_tokens < 0)
-    return fail(errc::invalid_tokens, "grid_layout.prefix_tokens = ", static_cast<long long>(g.prefix_tokens),
-                ", grid_layout.suffix_tokens = ", static_cast<long long>(g.suffix_tokens), " (both must be >= 0)");
+    return fail(errc::invalid_tokens, "grid_layout.prefix_tokens = ", g.prefix_tokens,
+                ", grid_layout.suffix_tokens = ", g.suffix_tokens, " (both must be >= 0)");
   if (g.rows > g.tokens / g.cols || g.prefix_tokens > g.tokens || g.suffix_tokens > g.tokens ||
       g.rows * g.cols != g.tokens - g.prefix_tokens - g.suffix_tokens)
-    return fail(errc::invalid_shape, "grid_layout: rows * cols = ", static_cast<long long>(g.rows), " * ",
-                static_cast<long long>(g.cols), " does not match the candidates tokens - prefix_tokens - suffix_tokens = ",
-                static_cast<long long>(g.tokens), " - ", static_cast<long long>(g.prefix_tokens), " - ",
-                static_cast<long long>(g.suffix_tokens));
+    return fail(errc::invalid_shape, "grid_layout: rows * cols = ", g.rows, " * ",
+                g.cols, " does not match the candidates tokens - prefix_tokens - suffix_tokens = ",
+                g.tokens, " - ", g.prefix_tokens, " - ",
+                g.suffix_tokens);
   if (g.frames > std::numeric_limits<token_t>::max() / g.tokens)
-    return fail(errc::invalid_shape, "grid_layout: frames * tokens = ", static_cast<long long>(g.frames), " * ",
-                static_cast<long long>(g.tokens), " exceeds the 32-bit token range");
+    return detail::token_range("grid_layout: frames * tokens = ", g.frames, " * ", g.tokens);
   return {};
 }
 
@@ -92,15 +91,15 @@ namespace detail {
 inline status place_of(index_t index, const grid_layout& g, const char* what, std::size_t k, grid_position& out) {
   const index_t total = g.frames * g.tokens;
   if (index < 0 || index >= total)
-    return fail(errc::invalid_tokens, what, "[", static_cast<long long>(k), "] = ", static_cast<long long>(index),
-                " is outside the layout's tokens 0..", static_cast<long long>(total - 1), " (frames * tokens = ",
-                static_cast<long long>(g.frames), " * ", static_cast<long long>(g.tokens), ")");
+    return fail(errc::invalid_tokens, what, "[", k, "] = ", index,
+                " is outside the layout's tokens 0..", total - 1, " (frames * tokens = ",
+                g.frames, " * ", g.tokens, ")");
   const index_t frame = index / g.tokens, i = index % g.tokens;
   if (i < g.prefix_tokens || i >= g.tokens - g.suffix_tokens)
-    return fail(errc::invalid_tokens, what, "[", static_cast<long long>(k), "] = ", static_cast<long long>(index),
-                " is not a grid token: token ", static_cast<long long>(i), " of frame ", static_cast<long long>(frame),
+    return fail(errc::invalid_tokens, what, "[", k, "] = ", index,
+                " is not a grid token: token ", i, " of frame ", frame,
                 " is a ", i < g.prefix_tokens ? "prefix" : "suffix", " token (the grid is tokens ",
-                static_cast<long long>(g.prefix_tokens), "..", static_cast<long long>(g.tokens - g.suffix_tokens - 1),
+                g.prefix_tokens, "..", g.tokens - g.suffix_tokens - 1,
                 " of each frame)");
   const index_t cell = i - g.prefix_tokens;
   out = grid_position{frame, cell / g.cols, cell % g.cols};
@@ -135,8 +134,8 @@ inline std::vector<grid_position> grid_positions(const std::vector<token_t>& kep
 inline std::vector<grid_position> grid_positions_per_frame(const std::vector<selection>& per_frame, const grid_layout& g) {
   detail::check(check_layout(g));
   if (static_cast<index_t>(per_frame.size()) != g.frames)
-    detail::raise(detail::fail(errc::invalid_shape, "per_frame has ", static_cast<long long>(per_frame.size()),
-                               " selections for grid_layout.frames = ", static_cast<long long>(g.frames)));
+    detail::raise(detail::fail(errc::invalid_shape, "per_frame has ", per_frame.size(),
+                               " selections for grid_layout.frames = ", g.frames));
   grid_layout one = g;
   one.frames = 1;
   std::vector<grid_position> out;
@@ -157,10 +156,10 @@ inline std::vector<grid_position> grid_positions_per_frame(const std::vector<sel
 inline token_t token_index(const grid_position& p, const grid_layout& g) {
   detail::check(check_layout(g));
   if (p.frame < 0 || p.frame >= g.frames || p.row < 0 || p.row >= g.rows || p.col < 0 || p.col >= g.cols)
-    detail::raise(detail::fail(errc::invalid_tokens, "grid_position {frame ", static_cast<long long>(p.frame), ", row ",
-                               static_cast<long long>(p.row), ", col ", static_cast<long long>(p.col),
-                               "} is outside the layout's ", static_cast<long long>(g.frames), " x ",
-                               static_cast<long long>(g.rows), " x ", static_cast<long long>(g.cols), " grid"));
+    detail::raise(detail::fail(errc::invalid_tokens, "grid_position {frame ", p.frame, ", row ",
+                               p.row, ", col ", p.col,
+                               "} is outside the layout's ", g.frames, " x ",
+                               g.rows, " x ", g.cols, " grid"));
   return static_cast<token_t>(p.frame * g.tokens + g.prefix_tokens + p.row * g.cols + p.col);
 }
 
@@ -172,7 +171,7 @@ inline token_t token_index(const grid_position& p, const grid_layout& g) {
 inline std::vector<mrope_position> mrope_positions(const std::vector<token_t>& kept, const grid_layout& g,
                                                    index_t start = 0) {
   if (start < 0)
-    detail::raise(detail::fail(errc::invalid_option, "start = ", static_cast<long long>(start), " (must be >= 0)"));
+    detail::raise(detail::fail(errc::invalid_option, "start = ", start, " (must be >= 0)"));
   const auto places = grid_positions(kept, g);
   std::vector<mrope_position> out(places.size());
   for (std::size_t k = 0; k < places.size(); ++k)
@@ -186,7 +185,7 @@ inline std::vector<mrope_position> mrope_positions(const std::vector<token_t>& k
 inline index_t mrope_next_position(const grid_layout& g, index_t start = 0) {
   detail::check(check_layout(g));
   if (start < 0)
-    detail::raise(detail::fail(errc::invalid_option, "start = ", static_cast<long long>(start), " (must be >= 0)"));
+    detail::raise(detail::fail(errc::invalid_option, "start = ", start, " (must be >= 0)"));
   index_t span = g.frames > g.rows ? g.frames : g.rows;
   span = span > g.cols ? span : g.cols;
   return start + span;

@@ -21,10 +21,10 @@
 #include "../config.hpp"
 #include "../detail/validate.hpp"
 #include "../error.hpp"
-#include "merge.hpp"
 #include "../options.hpp"
-#include "positions.hpp"
 #include "../select.hpp"
+#include "merge.hpp"
+#include "positions.hpp"
 
 namespace freepruner {
 
@@ -115,41 +115,41 @@ inline status check_preset(const preset& p) {
   const std::string who = "preset \"" + p.name + "\": ";
   if (p.name.empty()) return fail(errc::invalid_option, "preset name is empty");
   if (p.tokens < 1 || p.grid_rows < 1 || p.grid_cols < 1 || p.frames < 1 || p.heads < 1 || p.encoder_layers < 1)
-    return fail(errc::invalid_shape, who, "tokens = ", static_cast<long long>(p.tokens), ", grid_rows = ",
-                static_cast<long long>(p.grid_rows), ", grid_cols = ", static_cast<long long>(p.grid_cols),
-                ", frames = ", static_cast<long long>(p.frames), ", heads = ", static_cast<long long>(p.heads),
-                ", encoder_layers = ", static_cast<long long>(p.encoder_layers), " (each must be >= 1)");
+    return fail(errc::invalid_shape, who, "tokens = ", p.tokens, ", grid_rows = ",
+                p.grid_rows, ", grid_cols = ", p.grid_cols,
+                ", frames = ", p.frames, ", heads = ", p.heads,
+                ", encoder_layers = ", p.encoder_layers, " (each must be >= 1)");
   if (auto s = detail::check_options(p.select_options); !s) return fail(s.code(), who, s.message().substr(12));
   if (p.spatial_merge < 1)
-    return fail(errc::invalid_shape, who, "spatial_merge = ", static_cast<long long>(p.spatial_merge), " (must be >= 1)");
+    return detail::below_one(errc::invalid_shape, p.spatial_merge, who, "spatial_merge");
   if (p.grid_rows % p.spatial_merge != 0 || p.grid_cols % p.spatial_merge != 0)
-    return fail(errc::invalid_shape, who, "spatial_merge = ", static_cast<long long>(p.spatial_merge),
-                " does not divide grid_rows = ", static_cast<long long>(p.grid_rows), " and grid_cols = ",
-                static_cast<long long>(p.grid_cols));
+    return fail(errc::invalid_shape, who, "spatial_merge = ", p.spatial_merge,
+                " does not divide grid_rows = ", p.grid_rows, " and grid_cols = ",
+                p.grid_cols);
   if (p.spatial_merge > 1 && (p.prefix_tokens() != 0 || p.suffix_tokens() != 0))
-    return fail(errc::invalid_tokens, who, "prefix_tokens = ", static_cast<long long>(p.prefix_tokens()),
-                ", suffix_tokens = ", static_cast<long long>(p.suffix_tokens()),
+    return fail(errc::invalid_tokens, who, "prefix_tokens = ", p.prefix_tokens(),
+                ", suffix_tokens = ", p.suffix_tokens(),
                 ": merging pools every token, so a merged preset has none");
   if (p.grid_rows > p.tokens / p.grid_cols ||
       p.grid_rows * p.grid_cols + p.prefix_tokens() + p.suffix_tokens() != p.tokens)
     return fail(errc::invalid_shape, who, "grid_rows * grid_cols + prefix + suffix = ",
-                static_cast<long long>(p.grid_rows), " * ", static_cast<long long>(p.grid_cols), " + ",
-                static_cast<long long>(p.prefix_tokens()), " + ", static_cast<long long>(p.suffix_tokens()),
-                " does not match tokens = ", static_cast<long long>(p.tokens));
+                p.grid_rows, " * ", p.grid_cols, " + ",
+                p.prefix_tokens(), " + ", p.suffix_tokens(),
+                " does not match tokens = ", p.tokens);
   if (p.feature_layer < 0 || p.feature_layer >= p.encoder_layers)
-    return fail(errc::invalid_layer, who, "feature_layer = ", static_cast<long long>(p.feature_layer),
-                " is outside the encoder's layers 0..", static_cast<long long>(p.encoder_layers - 1));
+    return fail(errc::invalid_layer, who, "feature_layer = ", p.feature_layer,
+                " is outside the encoder's layers 0..", p.encoder_layers - 1);
   if (p.capture_layers.empty()) return fail(errc::invalid_layer, who, "capture_layers is empty (need at least one)");
   for (std::size_t k = 0; k < p.capture_layers.size(); ++k) {
     const index_t l = p.capture_layers[k];
     if (l < 0 || l > p.feature_layer)
-      return fail(errc::invalid_layer, who, "capture_layers[", static_cast<long long>(k), "] = ", static_cast<long long>(l),
-                  " is outside 0..feature_layer = 0..", static_cast<long long>(p.feature_layer),
+      return fail(errc::invalid_layer, who, "capture_layers[", k, "] = ", l,
+                  " is outside 0..feature_layer = 0..", p.feature_layer,
                   " (layers after the feature layer do not shape the output, and llama.cpp does not run them)");
     if (k > 0 && l <= p.capture_layers[k - 1])
-      return fail(errc::invalid_layer, who, "capture_layers[", static_cast<long long>(k), "] = ", static_cast<long long>(l),
-                  " does not follow capture_layers[", static_cast<long long>(k - 1),
-                  "] = ", static_cast<long long>(p.capture_layers[k - 1]), " (they must be ascending, each once)");
+      return fail(errc::invalid_layer, who, "capture_layers[", k, "] = ", l,
+                  " does not follow capture_layers[", k - 1,
+                  "] = ", p.capture_layers[k - 1], " (they must be ascending, each once)");
   }
   detail::plan plan;
   const index_t n = p.select_tokens();
@@ -251,12 +251,12 @@ inline preset qwen2_vl(index_t grid_rows, index_t grid_cols, index_t temporal_pa
   using freepruner::detail::fail;
   for (const auto& side : {std::make_pair("grid_rows", grid_rows), std::make_pair("grid_cols", grid_cols)})
     if (side.second < 2 || side.second % 2 != 0 || side.second > 46340)
-      freepruner::detail::raise(fail(errc::invalid_shape, "qwen2_vl: ", side.first, " = ", static_cast<long long>(side.second),
+      freepruner::detail::raise(fail(errc::invalid_shape, "qwen2_vl: ", side.first, " = ", side.second,
                                      " (must be even, 2..46340: Qwen2-VL resizes images to multiples of 28 px = "
                                      "2 x its 14 px patch)"));
   if (temporal_patches < 1)
     freepruner::detail::raise(fail(errc::invalid_shape, "qwen2_vl: temporal_patches = ",
-                                   static_cast<long long>(temporal_patches), " (must be >= 1)"));
+                                   temporal_patches, " (must be >= 1)"));
   preset p;
   p.name = "qwen2-vl:" + std::to_string(grid_rows) + "x" + std::to_string(grid_cols);
   p.tokens = grid_rows * grid_cols;

@@ -56,7 +56,7 @@ fp::status emulated_select(const fp::batched_attention_view<const T, fp::device_
   emulation::launch(l.reduce_blocks, [&] { impl::reduce_degrees<>(q, l.t, w); }, rng);
   emulation::launch(
       l.complement_blocks,
-      [&] { impl::complements<T>(q, l.t, w, kept.data(), counts.data(), pivotal.data(), capacity); }, rng);
+      [&] { impl::complement_pass<T>(q, l.t, w, kept.data(), counts.data(), pivotal.data(), capacity); }, rng);
   out.resize(items);
   for (std::size_t item = 0; item < items; ++item) {
     if (counts[item] < 0 || counts[item] > capacity) {

@@ -13,6 +13,7 @@
 #include "../../detail/eigen.hpp"
 
 #include "../../detail/decisions.hpp"
+#include "../../detail/messages.hpp"
 #include "../../detail/validate.hpp"
 #include "../../traits.hpp"
 #include "simd.hpp"
@@ -26,8 +27,6 @@ template <class E>
 inline constexpr bool is_host_element_v =
     std::is_same<E, float>::value || std::is_same<E, double>::value || std::is_same<E, Eigen::half>::value ||
     std::is_same<E, Eigen::bfloat16>::value;
-
-inline const char* kind_name(double x) noexcept { return std::isnan(x) ? "nan" : (x > 0 ? "inf" : "-inf"); }
 
 /// Finds the first non-finite element of layer `l` among rows `rows` and
 /// keys `keys` (all when empty), for the error message.
@@ -45,14 +44,10 @@ status locate_non_finite(const Tensor& t, index_t l, const std::vector<index_t>&
       for (index_t c = 0; c < n_keys; ++c) {
         const index_t j = keys.empty() ? c : keys[static_cast<std::size_t>(c)];
         const double x = to_double(row[j * ks]);
-        if (!std::isfinite(x))
-          return fail(errc::non_finite, "attention maps[layer ", static_cast<long long>(l), "][head ",
-                      static_cast<long long>(h), "][query ", static_cast<long long>(i), "][key ",
-                      static_cast<long long>(j), "] = ", kind_name(x), " (every value read must be finite)");
+        if (!std::isfinite(x)) return non_finite_map(l, h, i, j, x);
       }
     }
-  return fail(errc::non_finite, "attention maps of layer ", static_cast<long long>(l),
-              ": a sum over heads overflows (values too large to be attention probabilities)");
+  return heads_overflow(l);
 }
 
 /// The loops of the CPU backend's complement_builder: AVX2 where the CPU has
@@ -270,17 +265,6 @@ status each_scores(const Tensor& t, index_t c, const std::vector<token_t>& pivot
       if (auto s = sink(part[k], static_cast<const double*>(&buffer[k * n])); !s) return s;
   }
   return {};
-}
-
-/// SPEC step 3: Q and the affinity.
-template <class Tensor>
-status complementary(const Tensor& t, const std::vector<token_t>& pivots, const plan& p, direction dir,
-                     double fence_factor, std::vector<token_t>& out, std::vector<double>& affinity) {
-  complement_builder<double, fast_loops> builder(pivots, p, fence_factor);
-  auto add = [&builder](token_t pivot, const double* v) { return builder.add(v, pivot); };
-  std::vector<double> scores;
-  if (auto s = each_scores(t, p.complementary_layer, pivots, p, dir, scores, add); !s) return s;
-  return builder.finish(out, affinity);
 }
 
 }  // namespace cpu

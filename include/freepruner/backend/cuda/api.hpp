@@ -59,12 +59,12 @@ struct device_maps {
 /// Slots per item in `d_kept`: the exact count for a fixed budget, the
 /// candidate count M for `budget::adaptive()` (its count depends on the maps).
 inline status capacity(const budget& b, index_t tokens, const options& o, index_t& per_item) {
-  if (tokens < 1) return detail::fail(errc::invalid_shape, "tokens = ", static_cast<long long>(tokens), " (must be >= 1)");
+  if (tokens < 1) return detail::below_one(errc::invalid_shape, tokens, "tokens");
   if (auto s = detail::check_tokens(o, tokens); !s) return s;
   const index_t candidates = tokens - o.prefix_tokens - o.suffix_tokens;
-  index_t m = 0;
+  detail::kept_count m;
   if (auto s = detail::budget_tokens(b, candidates, m); !s) return s;
-  per_item = m < 0 ? candidates : m;
+  per_item = m.is_adaptive() ? candidates : m.count();
   return {};
 }
 

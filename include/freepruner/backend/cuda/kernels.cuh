@@ -7,7 +7,7 @@
 //      thread adds its columns' elements in fp64.
 //   2. reduce_degrees: the chunk partials in a fixed order -> r; the last
 //      block of each item then picks its pivots (step 2).
-//   3. complements: blocks over (item, group of pivots) gather each pivot's
+//   3. complement_pass: blocks over (item, group of pivots) gather each pivot's
 //      row (or column) of the complementary layer, head-averaged in fp64,
 //      and mark its outliers (step 3); the last block of each item fits the
 //      budget and writes the kept tokens (steps 4-5).
@@ -48,7 +48,7 @@ struct element<__nv_bfloat16> {
 };
 
 template <class T, bool Vector>
-struct degree_pass {
+struct degree_tile {
   using raw = typename element<T>::raw;
   static constexpr int width = tile_bytes / static_cast<int>(sizeof(raw));  // columns of a full tile
   static constexpr int per_vector = 16 / static_cast<int>(sizeof(raw));     // elements of a 16-byte load
@@ -68,7 +68,7 @@ struct degree_pass {
 template <class T, bool Vector>
 __global__ void __launch_bounds__(block_threads)
     degree_partials(const __grid_constant__ problem p, const tiling t, const scratch w) {
-  using pass = degree_pass<T, Vector>;
+  using pass = degree_tile<T, Vector>;
   using raw = typename pass::raw;
   constexpr int per_vector = pass::per_vector, stride = pass::stride;
   __shared__ __align__(16) raw stage[stage_rows * stride];
@@ -319,7 +319,7 @@ __global__ void __launch_bounds__(block_threads) reduce_degrees(const __grid_con
 
 /// SPEC steps 4-5 for one item, by the block that completed its complements.
 /// `cache`: shared memory for cached_tokens doubles.
-__device__ inline void fit_budget(const problem& p, const tiling& t, const scratch& w, int item, token_t* kept,
+__device__ inline void write_kept(const problem& p, const tiling& t, const scratch& w, int item, token_t* kept,
                                   index_t* counts, std::uint8_t* kept_pivotal, index_t capacity, block_storage& s,
                                   double* cache) {
   const int tid = static_cast<int>(threadIdx.x), n = p.tokens, groups = t.groups;
@@ -335,11 +335,11 @@ __device__ inline void fit_budget(const problem& p, const tiling& t, const scrat
   auto pivotal = [&](int j) { return is_pivot[j] != 0; };
   auto complementary = [&](int j) { return is_pivot[j] == 0 && __ldcg(is_outlier + j) != 0; };  // Q = (∪ O_p) \ P
 
-  if (p.budget < 0) {  // step 4: K = P ∪ Q
+  if (p.budget.is_adaptive()) {  // step 4: K = P ∪ Q
     for (int j = tid; j < n; j += block_threads) keep[j] = pivotal(j) || complementary(j) ? 1 : 0;
     __syncthreads();
   } else {  // step 5
-    const int m = p.budget, layers = p.pivot_layer_count, warp = tid / 32, lane = tid % 32;
+    const int m = static_cast<int>(p.budget.count()), layers = p.pivot_layer_count, warp = tid / 32, lane = tid % 32;
     for (int j = tid; j < n; j += block_threads) keep[j] = 0;
     __syncthreads();
     auto take = [&](int j) { keep[j] = 1; };
@@ -413,8 +413,8 @@ __device__ inline void fit_budget(const problem& p, const tiling& t, const scrat
 /// item fits the budget.
 template <class T>
 __global__ void __launch_bounds__(block_threads)
-    complements(const __grid_constant__ problem p, const tiling t, const scratch w, token_t* kept, index_t* counts,
-                std::uint8_t* kept_pivotal, index_t capacity) {
+    complement_pass(const __grid_constant__ problem p, const tiling t, const scratch w, token_t* kept,
+                    index_t* counts, std::uint8_t* kept_pivotal, index_t capacity) {
   using raw = typename element<T>::raw;
   __shared__ block_storage s;
   __shared__ double cache[cached_tokens];
@@ -469,7 +469,7 @@ __global__ void __launch_bounds__(block_threads)
   __syncthreads();
   if (last == 0) return;
   __threadfence();
-  fit_budget(p, t, w, item, kept, counts, kept_pivotal, capacity, s, cache);
+  write_kept(p, t, w, item, kept, counts, kept_pivotal, capacity, s, cache);
 }
 
 /// diagnose: the first non-finite element (in head, query, key order) among

@@ -34,7 +34,7 @@ struct problem {
   double fence_factor;
   int complementary_layer;
   bool column;               // complementary scores from the pivot's column
-  int budget;                // m; -1: adaptive
+  kept_count budget;         // the kept set's size (steps 4-5)
   int pivot_layer_count;
   int pivot_layers[max_pivot_layers];
 };
@@ -77,7 +77,7 @@ inline constexpr int cached_tokens = 4096;
 /// validated plan, the work cut, and where each array sits in the workspace.
 struct layout {
   plan p;
-  index_t budget = 0;  // m, or -1 for adaptive
+  kept_count budget;
   tiling t{};
   index_t degree_blocks = 0, reduce_blocks = 0, complement_blocks = 0;
   std::size_t partials = 0, degrees = 0, status = 0, pivot_count = 0, arrivals = 0, pivots = 0, ranks = 0,
@@ -102,20 +102,19 @@ inline std::size_t carve(std::size_t& offset, std::size_t bytes) {
 
 inline status make_layout(const std::array<index_t, 5>& e, const budget& b, const options& o, std::size_t element_size,
                           layout& out) {
-  if (e[0] < 0)
-    return fail(errc::invalid_shape, "attention maps: batch = ", static_cast<long long>(e[0]), " (must be >= 0)");
+  if (e[0] < 0) return negative_batch(e[0]);
   plan& p = out.p;
   if (auto s = make_plan({e[1], e[2], e[3], e[4]}, o, p); !s) return s;
   if (auto s = budget_tokens(b, p.candidates, out.budget); !s) return s;
   const auto layers = static_cast<index_t>(p.pivot_layers.size());
   if (layers > max_pivot_layers)
-    return fail(errc::invalid_layer, "options.pivot_layers: ", static_cast<long long>(layers),
+    return fail(errc::invalid_layer, "options.pivot_layers: ", layers,
                 " pivot layers (the CUDA backend takes at most ", max_pivot_layers, ")");
   const index_t most = std::numeric_limits<int>::max();
   auto too_large = [&] {
-    return fail(errc::invalid_shape, "attention maps: batch = ", static_cast<long long>(e[0]), " x ",
-                static_cast<long long>(layers), " pivot layers of ", static_cast<long long>(p.heads), " x ",
-                static_cast<long long>(p.tokens), " rows is too large for one launch; split the batch");
+    return fail(errc::invalid_shape, "attention maps: batch = ", e[0], " x ",
+                layers, " pivot layers of ", p.heads, " x ",
+                p.tokens, " rows is too large for one launch; split the batch");
   };
   if (e[0] > most || p.heads > most) return too_large();  // before the products below
   const index_t batch = e[0], n = p.tokens, rows = p.heads * n, z = batch * layers;
@@ -193,7 +192,7 @@ problem problem_of(const layout& l, const batched_attention_view<const T, device
   q.fence_factor = o.fence_factor;
   q.complementary_layer = static_cast<int>(l.p.complementary_layer);
   q.column = o.complementary_from == direction::column;
-  q.budget = static_cast<int>(l.budget);
+  q.budget = l.budget;
   q.pivot_layer_count = static_cast<int>(l.p.pivot_layers.size());
   for (std::size_t k = 0; k < l.p.pivot_layers.size(); ++k) q.pivot_layers[k] = static_cast<int>(l.p.pivot_layers[k]);
   return q;

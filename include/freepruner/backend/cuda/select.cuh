@@ -79,14 +79,12 @@ template <class T>
 status check_run(const layout& l, const batched_attention_view<const T, device_memory>& v, const void* workspace,
                  std::size_t workspace_bytes, const void* kept, const void* counts, const void* kept_pivotal) {
   if (v.data() == nullptr)
-    return fail(errc::null_data, "attention maps: data of layer 0 is null with shape [", static_cast<long long>(l.p.layers),
-                ", ", static_cast<long long>(l.p.heads), ", ", static_cast<long long>(l.p.tokens), ", ",
-                static_cast<long long>(l.p.tokens), "]");
+    return null_maps(0, l.p.layers, l.p.heads, l.p.tokens);
   if (reinterpret_cast<std::uintptr_t>(v.data()) % sizeof(T) != 0)
     return fail(errc::invalid_shape, "attention maps: data = ", pointer_text(v.data()), " is not aligned to its ",
                 static_cast<int>(sizeof(T)), "-byte elements");
-  if (kept == nullptr) return fail(errc::null_data, "d_kept is null (needs ", static_cast<long long>(v.batch()), " x capacity tokens)");
-  if (counts == nullptr) return fail(errc::null_data, "d_counts is null (needs ", static_cast<long long>(v.batch()), " counts)");
+  if (kept == nullptr) return fail(errc::null_data, "d_kept is null (needs ", v.batch(), " x capacity tokens)");
+  if (counts == nullptr) return fail(errc::null_data, "d_counts is null (needs ", v.batch(), " counts)");
   if (workspace_bytes < l.bytes)
     return fail(errc::invalid_workspace, "workspace_bytes = ", static_cast<unsigned long long>(workspace_bytes),
                 " is less than the ", static_cast<unsigned long long>(l.bytes), " bytes the size query returns");
@@ -105,8 +103,6 @@ inline status last_launch(const char* kernel) {
   if (const cudaError_t e = cudaGetLastError(); e != cudaSuccess) return cuda_failure(kernel, e);
   return {};
 }
-
-inline const char* kind_name(float x) { return std::isnan(x) ? "nan" : (x > 0 ? "inf" : "-inf"); }
 
 }  // namespace cuda
 }  // namespace detail
@@ -142,9 +138,9 @@ status select(void* d_workspace, std::size_t& workspace_bytes, const batched_att
   if (auto s = impl::last_launch("degree_partials launch"); !s) return s;
   impl::reduce_degrees<><<<blocks(l.reduce_blocks), impl::block_threads, 0, stream>>>(q, l.t, w);
   if (auto s = impl::last_launch("reduce_degrees launch"); !s) return s;
-  impl::complements<T><<<blocks(l.complement_blocks), impl::block_threads, 0, stream>>>(q, l.t, w, d_kept, d_counts,
+  impl::complement_pass<T><<<blocks(l.complement_blocks), impl::block_threads, 0, stream>>>(q, l.t, w, d_kept, d_counts,
                                                                                        d_pivotal, capacity);
-  return impl::last_launch("complements launch");
+  return impl::last_launch("complement_pass launch");
 }
 
 /// After `select` wrote -1 to `d_counts[item]`: names the first NaN or
@@ -156,8 +152,8 @@ status diagnose(const void* d_workspace, std::size_t workspace_bytes, const batc
   impl::layout l;
   if (auto s = impl::make_layout(maps.extents(), b, o, sizeof(T), l); !s) return s;
   if (item < 0 || item >= maps.batch())
-    return detail::fail(errc::invalid_shape, "item = ", static_cast<long long>(item), " is outside the batch 0..",
-                        static_cast<long long>(maps.batch() - 1));
+    return detail::fail(errc::invalid_shape, "item = ", item, " is outside the batch 0..",
+                        maps.batch() - 1);
   if (d_workspace == nullptr || workspace_bytes < l.bytes)
     return detail::fail(errc::invalid_workspace, "diagnose needs the workspace select used (",
                         static_cast<unsigned long long>(l.bytes), " bytes)");
@@ -186,8 +182,7 @@ status diagnose(const void* d_workspace, std::size_t workspace_bytes, const batc
   if (const cudaError_t e = cudaStreamSynchronize(stream); e != cudaSuccess)
     return impl::cuda_failure("cudaStreamSynchronize", e);
   if (found == ~0ull)
-    return detail::fail(errc::non_finite, "attention maps of layer ", static_cast<long long>(layer),
-                        ": a sum over heads overflows (values too large to be attention probabilities)");
+    return detail::heads_overflow(layer);
   const auto n = static_cast<unsigned long long>(l.p.tokens);
   const auto key = static_cast<index_t>(found % n), query = static_cast<index_t>(found / n % n),
              head = static_cast<index_t>(found / n / n);
@@ -196,10 +191,7 @@ status diagnose(const void* d_workspace, std::size_t workspace_bytes, const batc
                 key * maps.stride(4);
   if (const cudaError_t e = cudaMemcpy(&element, at, sizeof(T), cudaMemcpyDeviceToHost); e != cudaSuccess)
     return impl::cuda_failure("cudaMemcpy", e);
-  return detail::fail(errc::non_finite, "attention maps[layer ", static_cast<long long>(layer), "][head ",
-                      static_cast<long long>(head), "][query ", static_cast<long long>(query), "][key ",
-                      static_cast<long long>(key), "] = ", impl::kind_name(static_cast<float>(element)),
-                      " (every value read must be finite)");
+  return detail::non_finite_map(layer, head, query, key, static_cast<float>(element));
 }
 
 /// The typed view of type-erased maps.
