@@ -159,7 +159,7 @@ struct qk_inputs {
 namespace cpu = freepruner::detail::cpu;
 
 // The true floor's two rates at one SIMD level. Each loop runs long enough
-// (about a millisecond) to reach full clock, and its result is kept.
+// for the core to reach full clock, and its result is kept.
 struct rates {
   double flops = 0;  // multiply-add FLOP/s
   double exps = 0;   // exponentials/s

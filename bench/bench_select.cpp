@@ -119,8 +119,9 @@ void bm_select(benchmark::State& state, shape s, int budget_kind) {
   o.prefix_tokens = s.prefix;
   const auto b = budget_of(budget_kind, s);
   // The read is timed in every iteration too, just before the select: both
-  // minimums then come from the same stretch of the run (this machine's
-  // memory bandwidth drifts by 1.5x between minutes).
+  // minimums then come from the same stretch of the run (a shared machine's
+  // memory bandwidth drifts from minute to minute, so minimums taken apart
+  // would not be comparable).
   double read = 1e30;
   double best = 1e30;
   std::size_t kept = 0;

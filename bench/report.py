@@ -31,6 +31,12 @@ software prefetch. `select / read` is the ratio of the two minimum times, and
 it is the figure to trust: both sides see the same noise, which absolute
 times do not. The maps are softmax rows with a few attention sinks (as real
 ViTs have), so the adaptive pivots and complements are of realistic size.
+The read and `select` are timed in turn in every iteration, because a
+shared machine's memory bandwidth drifts from minute to minute and
+minimums taken minutes apart are not comparable. Even so the ratios move
+between runs, most for 1 and 2 layers: how much of the maps the shared L3
+keeps between iterations sets the read's time, and the pass, bound by
+computation when the maps are in L3, gains less from it.
 
 **Why it is near the floor.** Step 1 reads each pivot layer once. The kernel
 works in four segments of rows, read side by side: rows far apart in
@@ -120,7 +126,11 @@ are known only after its pass, so their rows cannot be summed during it.
 The PyTorch comparison (`python3 bench/torch_compare.py
 build/bench/libfreepruner_capi.so`) runs a straightforward vectorized PyTorch
 implementation of the same SPEC on the same maps, and checks that both return
-the same tokens. The README gives one run's figures.
+the same tokens. [The Python package](#the-python-package) below gives
+figures from that implementation, beside `fp.select`. With float32
+reductions PyTorch's own head mean is already near the memory bound, so
+`select`, near the read itself, can only be that much faster; with float64
+reductions, the precision freepruner accumulates in, PyTorch is far slower.
 """
 
 
@@ -144,7 +154,12 @@ loop in registers (the better of FMA and a multiply then an add), plus its
 H N^2 exponentials at the rate of the vectorized exp over a buffer in L1.
 `x floor` = pass time / floor time. The SSE2 level's floor is SSE2's
 (4 lanes, no FMA); AVX2 and AVX-512 have the same FLOP peak on cores that
-run 512-bit operations in two halves.
+run 512-bit operations in two halves. SSE2's multiply overwrites an
+operand, so each product of the logit loop costs a copy that the floor's
+in-place loop does not make; built with `-march=native`, the same
+SSE2-level code gets three-operand encodings and comes closer to its
+floor. fp16 and bf16 Q/K add the widening to float; the column direction
+costs one more pass.
 
 Release build, no `-march` flag, one thread; CLIP ViT-L/14-336 shape
 (N = 577, 16 heads, d = 64; select reads 2 layers).

@@ -10,7 +10,7 @@
 
 The tower is built from a config with random weights (no download). The
 default is a small tower; --clip-336 gives CLIP ViT-L/14-336's shapes (577
-tokens, 24 layers, 16 heads; minutes on a CPU, mostly building the tower). --check asserts that
+tokens, 24 layers, 16 heads; slow on a CPU, mostly building the tower). --check asserts that
 both ways keep the same tokens (up to near-ties).
 
     pip install .            # the freepruner package (docs/python.md)

@@ -70,7 +70,8 @@ inline statistics& stats() {
   return s;
 }
 
-// Limits that keep one execution fast (about a millisecond).
+// Limits that keep one execution short, so the fuzzer tries many inputs in
+// its time budget (the oracle runs the scalar reference and several routes).
 constexpr index_t max_layers = 4, max_heads = 4, max_tokens = 64, max_batch = 3;
 
 // ---------------------------------------------------------------------------

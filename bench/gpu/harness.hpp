@@ -1,6 +1,6 @@
 #pragma once
 // What the GPU benchmarks time (table.cpp, bench_cuda.cpp): the CLIP-336
-// cases of the issue, the low-level select on a stream between CUDA events
+// cases (docs/cuda.md), the low-level select on a stream between CUDA events
 // (launches included), and a device-to-device copy of the same run as the
 // bandwidth yardstick. Plain C++: api.hpp and the CUDA runtime API only.
 

@@ -167,7 +167,7 @@ def test_zero_copy():
 
 
 def test_gil_released():
-    """Another Python thread runs while select works (the Q/K path: tens of ms)."""
+    """Another Python thread runs while select works (the Q/K path, long enough to overlap)."""
     import threading
     rng = np.random.default_rng(1)
     q, k = (rng.standard_normal((2, 16, 400, 64)).astype(np.float32) for _ in range(2))
