@@ -5,6 +5,11 @@
 
 #include <freepruner/freepruner.hpp>
 
+#if defined(FREEPRUNER_FAIL_device_mdspan_without_cuda)
+#include <cuda/std/mdspan>
+#include <freepruner/adapters/mdspan.hpp>
+#endif
+
 namespace {
 struct no_traits {};
 struct no_key_stride {};
@@ -25,6 +30,11 @@ int main() {
 #elif defined(FREEPRUNER_FAIL_device_without_cuda)
   const freepruner::attention_view<const float, freepruner::device_memory> v(nullptr, 1, 1, 1);
   (void)freepruner::select(v);
+#elif defined(FREEPRUNER_FAIL_device_mdspan_without_cuda)
+  using device_floats = freepruner::device_accessor<cuda::std::default_accessor<const float>>;
+  using ext = cuda::std::dextents<int, 4>;
+  const cuda::std::mdspan<const float, ext, cuda::std::layout_right, device_floats> m(nullptr, 1, 1, 1, 1);
+  (void)freepruner::select(m);
 #elif defined(FREEPRUNER_FAIL_element_type)
   const int x[1] = {1};
   (void)freepruner::select(freepruner::attention_view<const int>(x, 1, 1, 1));

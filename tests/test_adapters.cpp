@@ -9,6 +9,12 @@
 #if FREEPRUNER_TEST_HAVE_CUDA_MDSPAN
 #include <cuda/std/mdspan>
 #endif
+#if defined(__has_include)
+#if __has_include(<experimental/mdspan>)  // Kokkos's reference mdspan, where installed
+#include <experimental/mdspan>
+#define FREEPRUNER_TEST_HAVE_KOKKOS_MDSPAN 1
+#endif
+#endif
 
 #include "common.hpp"
 
@@ -64,6 +70,57 @@ static_assert(freepruner::attention_tensor<layered_maps>, "concept");
 static_assert(!freepruner::attention_tensor<user::not_a_tensor>, "concept");
 #endif
 
+namespace {
+
+// An mdspan's memory space is its accessor's: plain accessors and
+// host_accessor read host memory, device_accessor device memory, and no
+// conversion moves maps from one space to the other.
+template <template <class, class, class, class> class Mdspan, template <class> class Default, class Ext, class Layout>
+constexpr bool mdspan_memory_spaces() {
+  using freepruner::device_memory;
+  using freepruner::host_memory;
+  using freepruner::tensor_memory_space_t;
+  using plain = Mdspan<const float, Ext, Layout, Default<const float>>;
+  using host = Mdspan<const float, Ext, Layout, freepruner::host_accessor<Default<const float>>>;
+  using device = Mdspan<const float, Ext, Layout, freepruner::device_accessor<Default<const float>>>;
+  using device_mutable = Mdspan<float, Ext, Layout, freepruner::device_accessor<Default<float>>>;
+  static_assert(freepruner::is_attention_tensor_v<plain> && freepruner::is_attention_tensor_v<host> &&
+                    freepruner::is_attention_tensor_v<device> && freepruner::is_attention_tensor_v<device_mutable>,
+                "every accessor makes an attention tensor");
+  static_assert(std::is_same<tensor_memory_space_t<plain>, host_memory>::value, "plain accessor: host");
+  static_assert(std::is_same<tensor_memory_space_t<host>, host_memory>::value, "host_accessor: host");
+  static_assert(std::is_same<tensor_memory_space_t<device>, device_memory>::value, "device_accessor: device");
+  static_assert(std::is_same<tensor_memory_space_t<device_mutable>, device_memory>::value, "device_accessor: device");
+  static_assert(std::is_same<freepruner::tensor_value_t<device_mutable>, float>::value, "value type");
+  // Built as with a default accessor: pointer and mapping, or nothing.
+  static_assert(std::is_constructible<device, const float*, typename device::mapping_type>::value, "pointer + mapping");
+  static_assert(std::is_default_constructible<device>::value, "default");
+  static_assert(std::is_convertible<device_mutable, device>::value, "float to const float, same space");
+  using device_policy = typename device::accessor_type;
+  static_assert(std::is_convertible<typename device_policy::offset_policy, device_policy>::value,
+                "offsetting keeps the space");
+  static_assert(!std::is_constructible<plain, device>::value && !std::is_constructible<host, device>::value,
+                "device maps never become host maps");
+  static_assert(!std::is_constructible<device, host>::value, "nor host_accessor maps device maps");
+  static_assert(std::is_constructible<device, plain>::value && !std::is_convertible<plain, device>::value,
+                "a plain mdspan becomes a device one only explicitly");
+  return true;
+}
+
+#if FREEPRUNER_TEST_HAVE_CUDA_MDSPAN
+static_assert(mdspan_memory_spaces<cuda::std::mdspan, cuda::std::default_accessor, cuda::std::dextents<int, 4>,
+                                   cuda::std::layout_right>(), "cuda::std::mdspan, layout_right");
+static_assert(mdspan_memory_spaces<cuda::std::mdspan, cuda::std::default_accessor, cuda::std::dextents<long, 4>,
+                                   cuda::std::layout_stride>(), "cuda::std::mdspan, layout_stride");
+#endif
+#if FREEPRUNER_TEST_HAVE_KOKKOS_MDSPAN
+static_assert(mdspan_memory_spaces<std::experimental::mdspan, std::experimental::default_accessor,
+                                   std::experimental::dextents<int, 4>, std::experimental::layout_right>(),
+              "std::experimental::mdspan, layout_right");
+#endif
+
+}  // namespace
+
 TEST_CASE("adapters and user types read the maps in place", "[adapters]") {
   for (int t = 0; t < 30; ++t) {
     const fpref::config c = fptest::random_config();
@@ -118,6 +175,25 @@ TEST_CASE("adapters and user types read the maps in place", "[adapters]") {
       cuda::std::layout_stride::mapping<ext> mapping(ext(L, H, N, N), cuda::std::array<long, 4>{H * N * N, N * N, 1, N});
       cuda::std::mdspan<const float, ext, cuda::std::layout_stride> strided(transposed.data(), mapping);
       REQUIRE(freepruner::select(strided, b, o) == want);
+    }
+    SECTION("cuda::std::mdspan with host_accessor reads what attention_view reads") {
+      using ext = cuda::std::dextents<long, 4>;
+      using host_floats = freepruner::host_accessor<cuda::std::default_accessor<float>>;
+      std::vector<float> copy(maps);
+      const cuda::std::mdspan<float, ext, cuda::std::layout_right, host_floats> writable(copy.data(), L, H, N, N);
+      using marked_maps = cuda::std::mdspan<const float, ext, cuda::std::layout_right,
+                                            freepruner::host_accessor<cuda::std::default_accessor<const float>>>;
+      STATIC_REQUIRE(std::is_same<freepruner::tensor_memory_space_t<marked_maps>, freepruner::host_memory>::value);
+      const marked_maps marked = writable;  // float to const float: the accessor's conversion
+      bool same_elements = true;            // access() forwards to the wrapped accessor
+      for (long l = 0; l < L; ++l)
+        for (long h = 0; h < H; ++h)
+          for (long i = 0; i < N; ++i)
+            for (long j = 0; j < N; ++j)
+              same_elements &= marked[cuda::std::array<long, 4>{l, h, i, j}] == dense(l, h, i, j);
+      REQUIRE(same_elements);
+      REQUIRE(freepruner::select(marked, b, o) == want);
+      REQUIRE(freepruner::contribution_degree(marked, -1) == freepruner::contribution_degree(dense, -1));
     }
 #endif
   }

@@ -130,14 +130,13 @@ struct backend<device_memory> {
 
   template <class Tensor>
   static status select(const Tensor& t, const budget& b, const options& o, selection& out) {
-    static_assert(is_attention_view<Tensor>::value,
-                  "freepruner: the CUDA backend reads attention_view<const T, device_memory> (strided device maps)");
-    using T = std::remove_cv_t<typename Tensor::element_type>;
+    const auto v = device_view(t);
+    using T = std::remove_cv_t<typename decltype(v)::element_type>;
     static_assert(freepruner::cuda::is_device_element_v<T>,
                   "freepruner: the CUDA backend reads float, __half and __nv_bfloat16 maps");
-    const auto& e = t.extents();
-    const auto& st = t.strides();
-    const batched_attention_view<const T, device_memory> one(t.data(), {1, e[0], e[1], e[2], e[3]},
+    const auto& e = v.extents();
+    const auto& st = v.strides();
+    const batched_attention_view<const T, device_memory> one(v.data(), {1, e[0], e[1], e[2], e[3]},
                                                              {0, st[0], st[1], st[2], st[3]});
     std::vector<selection> many;
     const status s = cuda::select_on_device<T>(one, b, o, false, many);
@@ -152,6 +151,37 @@ struct backend<device_memory> {
     static_assert(freepruner::cuda::is_device_element_v<E>,
                   "freepruner: the CUDA backend reads float, __half and __nv_bfloat16 maps");
     return cuda::select_on_device<E>(batched_attention_view<const E, device_memory>(v), b, o, true, out);
+  }
+
+ private:
+  // The maps as a view: an attention_view as it is; an mdspan over device
+  // memory (adapters/mdspan.hpp) through its extents and strides.
+  template <class T>
+  static attention_view<const T, device_memory> device_view(const attention_view<T, device_memory>& v) {
+    return v;
+  }
+  template <class M>
+  static auto device_view(const M& m) {
+    constexpr bool strided = strided_layout<M>(0);
+    static_assert(strided,
+                  "freepruner: the CUDA backend reads attention_view<const T, device_memory> and mdspans over device "
+                  "memory with a strided layout (layout_right, layout_left, layout_stride)");
+    using T = tensor_value_t<M>;
+    if constexpr (strided) {
+      const auto x = [&m](int r) { return static_cast<index_t>(m.extent(static_cast<std::size_t>(r))); };
+      const auto s = [&m](int r) { return static_cast<index_t>(m.stride(static_cast<std::size_t>(r))); };
+      return attention_view<const T, device_memory>(m.data_handle(), {x(0), x(1), x(2), x(3)}, {s(0), s(1), s(2), s(3)});
+    } else {
+      return attention_view<const T, device_memory>();
+    }
+  }
+  template <class M>
+  static constexpr auto strided_layout(int) -> decltype(static_cast<bool>(M::is_always_strided())) {
+    return M::is_always_strided();
+  }
+  template <class M>
+  static constexpr bool strided_layout(long) {
+    return false;
   }
 };
 

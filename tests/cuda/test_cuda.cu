@@ -10,6 +10,8 @@
 // --quick: fewer and smaller cases, for the runs under compute-sanitizer.
 
 #include <freepruner/cuda.cuh>
+#include <cuda/std/mdspan>
+#include <freepruner/adapters/mdspan.hpp>
 
 // The CPU backend, the reference here. Its headers are host code: nvcc's
 // front end reports Eigen's defaulted host-device members (#20012) and a
@@ -226,6 +228,37 @@ void flat_maps() {  // all equal: no outlier anywhere, the top-1 fallback, ties 
   o.prefix_tokens = 1;
   for (const fp::budget b : {fp::budget::adaptive(), fp::budget::count(5), fp::budget::ratio(1.0)})
     compare<f32>(maps, 1, L, H, N, b, o, layout_kind::contiguous, "all-equal maps");
+}
+
+// An mdspan over device memory, marked by its accessor (adapters/mdspan.hpp).
+void device_mdspan() {
+  const index_t L = 2, H = 3, N = 33;
+  const std::vector<float> host = narrow<float>(fpcuda::random_maps(2, 3, 33));
+  fp::options o;
+  o.prefix_tokens = 1;
+  const fp::budget b = fp::budget::ratio(0.5);
+  const fp::selection want = fp::select(fp::attention_view<const float>(host.data(), L, H, N), b, o);
+  using device_floats = fp::device_accessor<cuda::std::default_accessor<const float>>;
+  using ext = cuda::std::dextents<index_t, 4>;
+  const fpcuda::device_array<float> device(host);
+  const cuda::std::mdspan<const float, ext, cuda::std::layout_right, device_floats> right(device.get(), L, H, N, N);
+  same(want, fp::select(right, b, o), "device mdspan, layout_right");
+  // layout_stride takes positive strides only: every layout but reversed heads.
+  for (const layout_kind kind : {layout_kind::contiguous, layout_kind::keys_major, layout_kind::padded_rows,
+                                 layout_kind::layers_outer}) {
+    const placed<float> one = place<float>(host, 1, L, H, N, kind);
+    const auto& st = one.view.strides();
+    const cuda::std::array<index_t, 4> strides{st[1], st[2], st[3], st[4]};
+    const cuda::std::layout_stride::mapping<ext> mapping(ext(L, H, N, N), strides);
+    const cuda::std::mdspan<const float, ext, cuda::std::layout_stride, device_floats> strided(one.view.data(),
+                                                                                               mapping);
+    same(want, fp::select(strided, b, o), std::string("device mdspan, layout_stride, ") + name_of(kind));
+  }
+  // Host memory behind a device accessor: a status, not a read.
+  const cuda::std::mdspan<const float, ext, cuda::std::layout_right, device_floats> wrong(host.data(), L, H, N, N);
+  fp::selection out;
+  const fp::status s = fp::try_select(wrong, b, o, out);
+  check.expect(s.code() == fp::errc::wrong_memory_space, "host maps behind device_accessor: " + s.message());
 }
 
 // ---------------------------------------------------------------------------
@@ -509,6 +542,7 @@ int main(int argc, char** argv) {
   wide_rows<f32>();
   wide_rows<f16>();
   flat_maps();
+  device_mdspan();
   bad_input();
   low_level();
 
