@@ -72,9 +72,8 @@ status check_qk_layer(const qk_layer<T, Space>& layer, const std::string& label)
                 " (must be finite and > 0; make_qk_layer turns 0 into 1/sqrt(dim))");
   for (int w = 0; w < 2; ++w)
     if (parts[w]->data() == nullptr)
-      return fail(errc::null_data, label, w == 0 ? ".q" : ".k", ": data is null with shape [",
-                  parts[w]->heads(), ", ", parts[w]->tokens(), ", ",
-                  parts[w]->dim(), "]");
+      return null_with_shape(label + (w == 0 ? ".q: data" : ".k: data"),
+                             {parts[w]->heads(), parts[w]->tokens(), parts[w]->dim()});
   return {};
 }
 

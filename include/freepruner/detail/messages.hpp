@@ -4,6 +4,7 @@
 // backend and path says the same for the same input.
 
 #include <cmath>
+#include <cstddef>
 #include <cstdio>
 #include <string>
 #include <type_traits>
@@ -54,21 +55,41 @@ status below_one(errc code, V value, const What&... what) {
   return fail(code, what..., " = ", value, " (must be >= 1)");
 }
 
-/// A batch of fewer than zero items.
-inline status negative_batch(index_t batch) {
-  return fail(errc::invalid_shape, "attention maps: batch = ", batch, " (must be >= 0)");
+/// A count or index below 0: "<what> = <value> (must be >= 0)".
+template <class... What, class V>
+status below_zero(errc code, V value, const What&... what) {
+  return fail(code, what..., " = ", value, " (must be >= 0)");
 }
 
-/// Null maps of a given shape.
+/// A batch of fewer than zero items.
+inline status negative_batch(index_t batch) { return below_zero(errc::invalid_shape, batch, "attention maps: batch"); }
+
+/// A null pointer to a non-empty tensor: "<what> is null with shape [a, b, ...]".
+template <class What, std::size_t Rank>
+status null_with_shape(const What& what, const index_t (&shape)[Rank]) {
+  std::string dims;
+  for (std::size_t d = 0; d < Rank; ++d) {
+    if (d) dims += ", ";
+    append(dims, shape[d]);
+  }
+  return fail(errc::null_data, what, " is null with shape [", dims, "]");
+}
+
+/// Null maps.
 inline status null_maps(index_t layer, index_t layers, index_t heads, index_t tokens) {
-  return fail(errc::null_data, "attention maps: data of layer ", layer, " is null with shape [", layers, ", ", heads, ", ",
-              tokens, ", ", tokens, "]");
+  return null_with_shape("attention maps: data of layer " + std::to_string(layer), {layers, heads, tokens, tokens});
+}
+
+/// A NaN or an infinity read: "<where> = <value> (every value read must be finite)".
+template <class... Where>
+status non_finite_value(const std::string& value, const Where&... where) {
+  return fail(errc::non_finite, where..., " = ", value, " (every value read must be finite)");
 }
 
 /// A NaN or an infinity read in the maps.
 inline status non_finite_map(index_t layer, index_t head, index_t query, index_t key, double value) {
-  return fail(errc::non_finite, "attention maps[layer ", layer, "][head ", head, "][query ", query, "][key ", key,
-              "] = ", kind_name(value), " (every value read must be finite)");
+  return non_finite_value(kind_name(value), "attention maps[layer ", layer, "][head ", head, "][query ", query,
+                          "][key ", key, "]");
 }
 
 /// Finite maps whose sum over heads overflows.

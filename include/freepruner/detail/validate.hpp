@@ -50,9 +50,9 @@ inline status resolve_layer(index_t given, index_t layers, const char* what, ind
 
 inline status check_options(const options& o) {
   if (o.prefix_tokens < 0)
-    return fail(errc::invalid_tokens, "options.prefix_tokens = ", o.prefix_tokens, " (must be >= 0)");
+    return below_zero(errc::invalid_tokens, o.prefix_tokens, "options.prefix_tokens");
   if (o.suffix_tokens < 0)
-    return fail(errc::invalid_tokens, "options.suffix_tokens = ", o.suffix_tokens, " (must be >= 0)");
+    return below_zero(errc::invalid_tokens, o.suffix_tokens, "options.suffix_tokens");
   if (o.pivots_per_layer < 0)
     return fail(errc::invalid_option, "options.pivots_per_layer = ", o.pivots_per_layer,
                 " (0 for adaptive, or k >= 1)");

@@ -171,7 +171,7 @@ inline token_t token_index(const grid_position& p, const grid_layout& g) {
 inline std::vector<mrope_position> mrope_positions(const std::vector<token_t>& kept, const grid_layout& g,
                                                    index_t start = 0) {
   if (start < 0)
-    detail::raise(detail::fail(errc::invalid_option, "start = ", start, " (must be >= 0)"));
+    detail::raise(detail::below_zero(errc::invalid_option, start, "start"));
   const auto places = grid_positions(kept, g);
   std::vector<mrope_position> out(places.size());
   for (std::size_t k = 0; k < places.size(); ++k)
@@ -185,7 +185,7 @@ inline std::vector<mrope_position> mrope_positions(const std::vector<token_t>& k
 inline index_t mrope_next_position(const grid_layout& g, index_t start = 0) {
   detail::check(check_layout(g));
   if (start < 0)
-    detail::raise(detail::fail(errc::invalid_option, "start = ", start, " (must be >= 0)"));
+    detail::raise(detail::below_zero(errc::invalid_option, start, "start"));
   index_t span = g.frames > g.rows ? g.frames : g.rows;
   span = span > g.cols ? span : g.cols;
   return start + span;

@@ -255,8 +255,7 @@ inline preset qwen2_vl(index_t grid_rows, index_t grid_cols, index_t temporal_pa
                                      " (must be even, 2..46340: Qwen2-VL resizes images to multiples of 28 px = "
                                      "2 x its 14 px patch)"));
   if (temporal_patches < 1)
-    freepruner::detail::raise(fail(errc::invalid_shape, "qwen2_vl: temporal_patches = ",
-                                   temporal_patches, " (must be >= 1)"));
+    freepruner::detail::raise(freepruner::detail::below_one(errc::invalid_shape, temporal_patches, "qwen2_vl: temporal_patches"));
   preset p;
   p.name = "qwen2-vl:" + std::to_string(grid_rows) + "x" + std::to_string(grid_cols);
   p.tokens = grid_rows * grid_cols;

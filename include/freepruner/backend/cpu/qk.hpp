@@ -109,8 +109,8 @@ operand<std::remove_cv_t<typename Tensor::element_type>> operand_of(const Tensor
 }
 
 /// Rows per GEMM block: a tile of rows x ld compute elements of about
-/// 256 KiB stays in L2 (64 to 256 KiB time alike on N = 577 and 2048, 512
-/// KiB is slower), blocks balanced so the last one is not a sliver; a
+/// 256 KiB stays in L2 (smaller tiles gain nothing; larger ones spill to
+/// L3), blocks balanced so the last one is not a sliver; a
 /// multiple of 4, at least 20 (see the top of the file).
 inline index_t block_rows(index_t tokens, index_t ld, std::size_t element_size) {
   const auto budget_rows = static_cast<index_t>((std::size_t{1} << 18) / (static_cast<std::size_t>(ld) * element_size));
@@ -182,12 +182,6 @@ bool rows_finite(const C* x, index_t rows, index_t dim, index_t stride) {
   return (m.array() * C(0)).sum() == C(0);
 }
 
-template <class E>
-std::string describe_value(E x) {
-  const double v = to_double(x);
-  return std::isnan(v) ? std::string("nan") : std::string(v > 0 ? "inf" : "-inf");
-}
-
 /// The first non-finite element of x[head h] among the tokens token_of(0..count).
 template <class E, class TokenOf>
 status locate(const operand<E>& x, const std::string& label, index_t h, index_t count, TokenOf token_of) {
@@ -195,11 +189,10 @@ status locate(const operand<E>& x, const std::string& label, index_t h, index_t 
     const index_t n = token_of(r);
     for (index_t t = 0; t < x.dim; ++t)
       if (!std::isfinite(to_double(*x.at(h, n, t))))
-        return fail(errc::non_finite, label, ".", x.name, "[head ", static_cast<long long>(h), "][token ",
-                    static_cast<long long>(n), "][dim ", static_cast<long long>(t), "] = ", describe_value(*x.at(h, n, t)),
-                    " (every value read must be finite)");
+        return non_finite_value(kind_name(to_double(*x.at(h, n, t))), label, ".", x.name, "[head ", h, "][token ", n,
+                                "][dim ", t, "]");
   }
-  return fail(errc::non_finite, label, ".", x.name, " of head ", static_cast<long long>(h), " holds a non-finite value");
+  return fail(errc::non_finite, label, ".", x.name, " of head ", h, " holds a non-finite value");
 }
 
 /// Requests row n of head h of x (its d values, when contiguous) into cache.
@@ -275,8 +268,8 @@ C softmax_row(C* row, index_t n) {
 /// The error for a softmax row whose sum is not finite.
 template <class C>
 status overflow(const std::string& label, index_t h, index_t n) {
-  return fail(errc::non_finite, label, ": the logits q . k * scale of head ", static_cast<long long>(h), ", query token ",
-              static_cast<long long>(n), " overflow ", std::is_same<C, double>::value ? "double" : "float",
+  return fail(errc::non_finite, label, ": the logits q . k * scale of head ", h, ", query token ",
+              n, " overflow ", std::is_same<C, double>::value ? "double" : "float",
               " (Q and K are finite, but their products leave that range)");
 }
 

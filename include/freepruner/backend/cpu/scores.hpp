@@ -51,8 +51,8 @@ status locate_non_finite(const Tensor& t, index_t l, const std::vector<index_t>&
 }
 
 /// The loops of the CPU backend's complement_builder: AVX2 where the CPU has
-/// it (the partition 1.5-1.8x faster than the scalar one on 575-4095
-/// scores), scalar_loops otherwise. Each gives the same results.
+/// it (the partition bound by its compares and stores), scalar_loops
+/// otherwise. Each gives the same results.
 class fast_loops : public scalar_loops {
  public:
   template <class S>
@@ -93,7 +93,7 @@ class fast_loops : public scalar_loops {
 /// The H*N rows (h, i) form `Streams` segments read side by side, so each
 /// block sums rows that are far apart in memory. An odd segment length keeps
 /// the streams off a common power-of-two distance: at N = 4096 an even one
-/// put all four in the same DRAM banks and cache sets (3.3x slower).
+/// puts all four in the same DRAM banks and cache sets.
 template <int Streams, class Tensor>
 void degree_pass(const Tensor& t, index_t l, double* r, double* diagonal) {
   using tr = attention_traits<Tensor>;
@@ -119,7 +119,7 @@ void degree_pass(const Tensor& t, index_t l, double* r, double* diagonal) {
     }
     add_rows(rows, count, n, ks, r);
     // The diagonal after the rows are in cache: read first, it would start
-    // each row's stream mid-row and defeat the prefetcher (1.8x slower).
+    // each row's stream mid-row and defeat the prefetcher.
     for (int k = 0; k < count; ++k) diagonal[at[k]] += to_double(rows[k][at[k] * ks]);
   }
 }
@@ -135,7 +135,7 @@ status contribution_degree(const Tensor& t, index_t l, double* r, std::vector<do
   std::fill(r, r + n, 0.0);
   diagonal.assign(static_cast<std::size_t>(n), 0.0);
   // fp16 is bound by its conversions at any N: eight rows a block widen each
-  // float sum (add_rows_avx2_half) half as often, 1.14-1.40x faster at N = 257-1024.
+  // float sum (add_rows_avx2_half) half as often.
   if (n >= long_row || std::is_same<value_type, Eigen::half>::value)
     degree_pass<long_row_block>(t, l, r, diagonal.data());
   else
@@ -148,9 +148,9 @@ status contribution_degree(const Tensor& t, index_t l, double* r, std::vector<do
 
 /// Heads of one pivot read side by side in step 3: more lines in flight than
 /// `row_block`, and no more than an L1 set's 8 ways (at a power-of-two N the
-/// rows of one query lie in one set). 0.13 -> 0.08 ms at N = 577 and
-/// 3.3 -> 1.5 ms at 2048 against blocks of four whose next block was
-/// requested whole (too many lines at once: the prefetches stall).
+/// rows of one query lie in one set). Blocks of four whose next block is
+/// requested whole put too many lines in flight at once: the prefetches
+/// stall.
 inline constexpr int pivot_rows = 8;
 
 /// acc[j] += sum over heads of A[c][h][q][j], all j: the row sums of step 3,
@@ -219,8 +219,8 @@ inline std::size_t score_chunk(index_t tokens) {
 /// SPEC step 3 row scores, one pivot at a time: `sink(p, v)` (v = v_p indexed
 /// by token, in `buffer`) right after each v_p is summed, so the sink's work
 /// (the pivot's fence) runs while the next pivot's first rows, already
-/// requested, arrive (0.39 -> 0.28 ms at N = 577, 5.5 -> 4.5 ms at 2048,
-/// against all of a chunk's scores first). Errors are chunked step 3's.
+/// requested, arrive (rather than all of a chunk's scores first, which
+/// leaves the fences waiting on memory). Errors are chunked step 3's.
 template <class Tensor, class Sink>
 status each_row_scores(const Tensor& t, index_t c, const std::vector<token_t>& pivots, const plan& p,
                        std::vector<double>& buffer, Sink&& sink) {

@@ -31,13 +31,13 @@ namespace cpu {
 
 /// Rows summed in registers before touching the accumulator. The rows of a
 /// block must lie far apart: two neighbouring rows read in step stall the
-/// hardware prefetcher (measured: 3x slower than one row at a time).
+/// hardware prefetcher (worse than one row at a time).
 inline constexpr int row_block = 4;
 
 /// Rows of `long_row` elements or more (and fp16 rows) are read 8 at a time
-/// in the degree pass, long ones also requested into L2 2 KB ahead: at
-/// N = 2048-4096 from DRAM, 1.3-1.55x -> 1.05-1.2x a plain read. Shorter
-/// float rows keep 4 streams (8 were slower at N = 729-1024).
+/// in the degree pass, long ones also requested into L2 2 KB ahead, so rows
+/// from DRAM read near the speed of a plain read. Shorter float rows keep 4
+/// streams (8 contend for the line-fill buffers).
 inline constexpr index_t long_row = 1536;
 inline constexpr int long_row_block = 8;
 
@@ -234,7 +234,7 @@ template <class E>
 // the very double the double sum gives. Where a value is negative or not
 // finite, or a sum reaches 1 (an attention sink), those 8 columns are summed
 // in double. Eight rows by eight columns: 10 conversions instead of 24 (they
-// bound fp16), 1.4-1.8x faster.
+// bound fp16).
 template <bool Far>
 [[gnu::target("avx2,f16c")]] inline void add_rows_avx2_half(const Eigen::half* const* rows, int count, index_t n,
                                                             double* acc, index_t& at) {
