@@ -27,6 +27,7 @@
 #include <cstring>
 #include <random>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include <Eigen/Core>
@@ -465,6 +466,37 @@ void bm_layer(benchmark::State& state, shape s, int level) {
   state.counters["maps_per_work"] = maps / static_cast<double>(work);
 }
 
+// One layer on `threads` threads (executor::threads), timed in turn with the
+// same layer on one: speedup = one thread / threads; x_floor = the time of
+// the threads' work (time x threads) over the one-core floor.
+void bm_layer_threads(benchmark::State& state, shape s, int threads) {
+  const qk_inputs<float> in(s);
+  std::vector<double> r(static_cast<std::size_t>(s.tokens));
+  const freepruner::executor many = freepruner::executor::threads(threads);
+  auto pass = [&](const freepruner::executor& e) {
+    const auto t0 = clock_type::now();
+    freepruner::detail::check(cpu::qk::layer_degrees(in.layers[0], "layers[0]", r.data(), e));
+    benchmark::DoNotOptimize(r.data());
+    return std::chrono::duration<double>(clock_type::now() - t0).count();
+  };
+  double best = 1e30, one = 1e30;
+  floor_time floor{1e30, 1e30};
+  for (auto _ : state) {
+    const double t = pass(many);
+    state.SetIterationTime(t);
+    best = std::min(best, t);
+    one = std::min(one, pass(freepruner::executor{}));
+    floor = std::min(floor, measure_floor(s, cpu::active_simd()));
+  }
+  state.counters["layer_ms"] = best * 1e3;
+  state.counters["one_thread_ms"] = one * 1e3;
+  state.counters["speedup"] = one / best;
+  state.counters["threads"] = threads;
+  state.counters["floor_ms"] = floor.total() * 1e3;
+  state.counters["x_floor"] = best * threads / floor.total();
+  state.counters["level"] = static_cast<double>(static_cast<int>(cpu::active_simd()));
+}
+
 // The whole selection on L layers (ratio 0.5 or adaptive; row or column).
 template <class E>
 void bm_select(benchmark::State& state, shape s, bool adaptive, freepruner::direction dir, int level) {
@@ -547,6 +579,11 @@ void register_all() {
   timed(benchmark::RegisterBenchmark(
             "qk/select/f32/clip336/L2/ratio/column",
             [clip](benchmark::State& st) { bm_select<float>(st, clip, false, freepruner::direction::column, -1); }),
+        8);
+  // The degree pass on the engine's threads: every core this machine has.
+  const int cores = std::max(2, static_cast<int>(std::thread::hardware_concurrency()));
+  timed(benchmark::RegisterBenchmark(("qk/layer/f32/clip336/threads" + std::to_string(cores)).c_str(),
+                                     [clip, cores](benchmark::State& st) { bm_layer_threads(st, clip, cores); }),
         8);
   timed(benchmark::RegisterBenchmark("qk/layer/f16/clip336",
                                      [clip](benchmark::State& st) { bm_layer<Eigen::half>(st, clip, -1); }),

@@ -155,11 +155,19 @@ H N^2 exponentials at the rate of the vectorized exp over a buffer in L1.
 `x floor` = pass time / floor time. The SSE2 level's floor is SSE2's
 (4 lanes, no FMA); AVX2 and AVX-512 have the same FLOP peak on cores that
 run 512-bit operations in two halves. SSE2's multiply overwrites an
-operand, so each product of the logit loop costs a copy that the floor's
-in-place loop does not make; built with `-march=native`, the same
-SSE2-level code gets three-operand encodings and comes closer to its
-floor. fp16 and bf16 Q/K add the widening to float; the column direction
-costs one more pass.
+operand, so each product of the logit loop costs a register copy that the
+floor's in-place loop does not make (the multiply reads its key from
+memory, so there is no copy of the key besides); built with
+`-march=native`, the same SSE2-level code gets three-operand encodings.
+fp16 and bf16 Q/K add the widening to float; the column direction costs
+one more pass.
+
+**Threads.** An engine passes its pool, or `executor::threads(n)`, in
+`options.parallel`: the degree pass then runs its heads as tasks, each into
+its own sums, added in head order after, so the tokens are the same to the
+bit on any number of threads. The `threads` row times the layer on every
+core against one core in turn: `x floor` there is the threads' total time
+(time x threads) over the one-core floor.
 
 Release build, no `-march` flag, one thread; CLIP ViT-L/14-336 shape
 (N = 577, 16 heads, d = 64; select reads 2 layers).
@@ -178,6 +186,11 @@ def qk_section(binary):
     for b in data["benchmarks"]:
         name = b["run_name"].split("/iterations")[0]
         ms = b.get("layer_ms", b.get("select_ms"))
+        if "threads" in b:
+            lines.append(f"| `{name}` | {names.get(int(b['level']), '?')} | {ms:.2f} | {b['floor_ms']:.2f} | "
+                         f"{b['x_floor']:.2f} | {b['speedup']:.2f}x faster than one thread "
+                         f"({b['one_thread_ms']:.2f} ms) | | |")
+            continue
         lines.append(f"| `{name}` | {names.get(int(b['level']), '?')} | {ms:.2f} | {b['floor_ms']:.2f} | "
                      f"{b['x_floor']:.2f} | {b['GFLOP/s']:.1f} | {b['peak_GFLOP/s']:.1f} | {b['exp_G/s']:.2f} |"
                      if "layer_ms" in b else

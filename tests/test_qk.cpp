@@ -28,11 +28,13 @@
 #include <freepruner/qk.hpp>
 
 #include <algorithm>
+#include <atomic>
 #include <cmath>
 #include <cstddef>
 #include <limits>
 #include <numeric>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "common.hpp"
@@ -875,4 +877,68 @@ TEST_CASE("qk: values that are not read are not checked", "[qk][errors]") {
   x.store();
   poison(x, false, 1, 0, 0, 0, std::numeric_limits<double>::quiet_NaN());
   REQUIRE_NOTHROW(fp::select(x.view(), fp::budget::adaptive(), o));
+}
+
+TEST_CASE("qk: any executor gives the same degrees, tokens and first error", "[qk][executor]") {
+  // An engine's pool that runs the tasks last first, each on a thread of its own.
+  const fp::executor backwards(4, [](fp::index_t count, const fp::executor::task& t) {
+    std::vector<std::thread> threads;
+    for (fp::index_t i = count; i-- > 0;) threads.emplace_back([&t, i] { t(i); });
+    for (auto& thread : threads) thread.join();
+  });
+  std::atomic<int> tasks_run{0};
+  const fp::executor counting(3, [&tasks_run](fp::index_t count, const fp::executor::task& t) {
+    for (fp::index_t i = 0; i < count; ++i, ++tasks_run) t(i);
+  });
+  const std::vector<fp::executor> executors = {fp::executor::threads(2), fp::executor::threads(3),
+                                               fp::executor::threads(16), backwards, counting};
+  for (int trial = 0; trial < 12; ++trial) {
+    const int H = fptest::uniform_int(1, 9), N = fptest::uniform_int(2, 140), d = random_dim();
+    auto x = random_qk<float>(2, H, N, d, random_layout(), false);
+    INFO("H=" << H << " N=" << N << " d=" << d);
+    const auto layers = x.view();
+    fp::options o;
+    o.prefix_tokens = 1;
+    o.complementary_from = trial % 2 ? fp::direction::row : fp::direction::column;
+    std::vector<double> want(static_cast<std::size_t>(N)), got(want.size());
+    REQUIRE(fp::detail::cpu::qk::layer_degrees(layers[0], "layers[0]", want.data()).ok());
+    const fp::selection want_selection = fp::select(layers, fp::budget::ratio(0.4), o);
+    for (std::size_t e = 0; e < executors.size(); ++e) {
+      INFO("executor " << e);
+      REQUIRE(fp::detail::cpu::qk::layer_degrees(layers[0], "layers[0]", got.data(), executors[e]).ok());
+      REQUIRE(got == want);
+      o.parallel = executors[e];
+      REQUIRE(fp::select(layers, fp::budget::ratio(0.4), o) == want_selection);
+      fp::pruner p(2, N, o);
+      p.observe(layers[0]);
+      p.observe(layers[1]);
+      REQUIRE(p.select(fp::budget::ratio(0.4)) == want_selection);
+      o.parallel = {};
+    }
+    // Two bad heads: each executor names the first, as the calling thread does.
+    if (H >= 3) {
+      poison(x, false, 0, H - 1, N - 1, 0, std::numeric_limits<double>::quiet_NaN());
+      poison(x, true, 0, 1, 0, 0, std::numeric_limits<double>::infinity());
+      for (const auto& e : executors) {
+        o.parallel = e;
+        expect_error(x.view(), fp::errc::non_finite, "layers[0].k[head 1][token 0][dim 0] = inf", o);
+      }
+      o.parallel = {};
+      x.store();
+    }
+  }
+  REQUIRE(tasks_run.load() > 0);
+  // The tasks are lanes of heads: at most the executor's concurrency, at most the heads.
+  fp::index_t largest = 0;
+  const fp::executor watch(3, [&largest](fp::index_t count, const fp::executor::task& t) {
+    largest = std::max(largest, count);
+    for (fp::index_t i = 0; i < count; ++i) t(i);
+  });
+  auto x = random_qk<float>(1, 8, 20, 4, layout::heads_major, false);
+  std::vector<double> r(20);
+  REQUIRE(fp::detail::cpu::qk::layer_degrees(x.view()[0], "layers[0]", r.data(), watch).ok());
+  REQUIRE(largest == 3);
+  auto one = random_qk<float>(1, 1, 20, 4, layout::heads_major, false);
+  REQUIRE(fp::detail::cpu::qk::layer_degrees(one.view()[0], "layers[0]", r.data(), watch).ok());
+  REQUIRE(largest == 3);  // one head: one task, run without the pool
 }

@@ -138,7 +138,7 @@ class pruner {
                           ": layer.q has tokens = ", layer.q.tokens(),
                           ", the pruner was built for tokens = ", plan_.tokens);
     const qk_layer<const E> view{layer.q, layer.k, layer.scale};
-    return take_layer(detail::cpu::qk_source<E>(view, observed_, plan_, options_.complementary_from),
+    return take_layer(detail::cpu::qk_source<E>(view, observed_, plan_, options_),
                       heads_known_ ? plan_.heads : layer.q.heads());
   }
 
@@ -319,7 +319,7 @@ class pruner {
     return std::visit(
         [&](const auto& x) {
           using source = detail::cpu::qk_source<typename std::decay_t<decltype(x)>::element>;
-          return complement(source(x.layer(), c, plan_, dir), pivots, out, affinity);
+          return complement(source(x.layer(), c, plan_, options_), pivots, out, affinity);
         },
         kept_.qk);
   }

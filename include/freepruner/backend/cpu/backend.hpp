@@ -55,7 +55,7 @@ status run_qk(const std::vector<qk_layer<T, Space>>& layers, const plan& p, kept
       p, o, m,
       [&](index_t l) {
         const auto& x = layers[static_cast<std::size_t>(l)];
-        return qk_source<E>(qk_layer<const E>{x.q, x.k, x.scale}, l, p, o.complementary_from);
+        return qk_source<E>(qk_layer<const E>{x.q, x.k, x.scale}, l, p, o);
       },
       out);
 }

@@ -51,6 +51,7 @@
 
 #include "../../detail/validate.hpp"
 #include "../../error.hpp"
+#include "../../executor.hpp"
 #include "../../options.hpp"
 #include "qk_kernels.hpp"
 #include "scores.hpp"
@@ -364,39 +365,67 @@ inline void divide(double* x, std::size_t count, index_t heads) {
   static_cast<void>(divide_finite(x, static_cast<index_t>(count), heads));
 }
 
-/// (1) SPEC steps 0-1 for one layer: r[i] = (1/H)(sum_h sum_j A_h[j][i] -
-/// sum_h A_h[i][i]) for i in 0..N-1 (r has N values). `label` names the
-/// layer in messages ("layers[2]"). The layer must be valid (qk.hpp's
-/// check_qk_layer).
-template <class Layer>
-status layer_degrees(const Layer& layer, const std::string& label, double* r) {
-  using C = typename layer_operands<Layer>::compute;
-  const layer_operands<Layer> x(layer);
+/// Head h's share of SPEC steps 0-1: its column sums into `columns` and its
+/// diagonal into `diagonal` (N values each, zeroed by the caller).
+template <class C, class Layer>
+status head_degrees(const layer_operands<Layer>& x, const std::string& label, index_t h, scratch<C>& s,
+                    double* columns, double* diagonal) {
   const index_t n = x.tokens;
-  scratch<C> s(n, x.dim);
-  std::vector<double> diagonal(static_cast<std::size_t>(n), 0.0);
-  std::fill(r, r + n, 0.0);
   const C* keys = nullptr;
   index_t key_stride = 0;
   const C* rows[row_block];
   int pending = 0;
   auto flush = [&] {  // column sums, row_block rows at a time, into double
-    if (pending > 0) add_rows(rows, pending, n, 1, r);
+    if (pending > 0) add_rows(rows, pending, n, 1, columns);
     pending = 0;
   };
   auto visit = [&](index_t, index_t i, const C* row) {
-    diagonal[static_cast<std::size_t>(i)] += static_cast<double>(row[i]);
+    diagonal[i] += static_cast<double>(row[i]);
     rows[pending++] = row;
     if (pending == row_block) flush();
   };
-  for (index_t h = 0; h < x.heads; ++h) {
-    if (auto st = load_keys(x.k, label, h, s, keys, key_stride); !st) return st;
-    if (auto st = for_each_row(x.q, label, h, keys, key_stride, n, x.scale, n, true, consecutive_from(0), s, visit, flush);
-        !st)
-      return st;
+  if (auto st = load_keys(x.k, label, h, s, keys, key_stride); !st) return st;
+  return for_each_row(x.q, label, h, keys, key_stride, n, x.scale, n, true, consecutive_from(0), s, visit, flush);
+}
+
+/// (1) SPEC steps 0-1 for one layer: r[i] = (1/H)(sum_h sum_j A_h[j][i] -
+/// sum_h A_h[i][i]) for i in 0..N-1 (r has N values). `label` names the
+/// layer in messages ("layers[2]"). The layer must be valid (qk.hpp's
+/// check_qk_layer). The heads are `parallel`'s tasks, at most one lane of
+/// heads per task it runs at once; each head sums into its own buffers and
+/// the heads are added in head order after, so r is the same whoever ran
+/// them. The first error in head order is reported.
+template <class Layer>
+status layer_degrees(const Layer& layer, const std::string& label, double* r, const executor& parallel = {}) {
+  using C = typename layer_operands<Layer>::compute;
+  const layer_operands<Layer> x(layer);
+  const index_t n = x.tokens, heads = x.heads;
+  const auto stride = static_cast<std::size_t>(n);
+  std::vector<double> sums(static_cast<std::size_t>(heads) * 2 * stride, 0.0);  // per head: columns, diagonal
+  std::vector<status> outcome(static_cast<std::size_t>(heads));
+  const index_t lanes = std::min<index_t>(heads, parallel.concurrency());
+  parallel(lanes, [&](index_t lane) {
+    scratch<C> s(n, x.dim);
+    for (index_t h = lane; h < heads; h += lanes) {  // a lane stops at its first error: later heads cannot come first
+      double* columns = &sums[static_cast<std::size_t>(h) * 2 * stride];
+      status& st = outcome[static_cast<std::size_t>(h)];
+      st = head_degrees(x, label, h, s, columns, columns + stride);
+      if (!st) return;
+    }
+  });
+  for (const status& st : outcome)
+    if (!st) return st;
+  std::fill(r, r + n, 0.0);
+  std::vector<double> diagonal(stride, 0.0);
+  for (index_t h = 0; h < heads; ++h) {
+    const double* columns = &sums[static_cast<std::size_t>(h) * 2 * stride];
+    for (std::size_t i = 0; i < stride; ++i) {
+      r[i] += columns[i];
+      diagonal[i] += columns[stride + i];
+    }
   }
   for (index_t i = 0; i < n; ++i) r[i] = r[i] - diagonal[static_cast<std::size_t>(i)];
-  divide(r, static_cast<std::size_t>(n), x.heads);
+  divide(r, stride, heads);
   return {};
 }
 

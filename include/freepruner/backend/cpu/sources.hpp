@@ -263,10 +263,11 @@ class matrix_source {
 template <class E>
 class qk_source {
  public:
-  qk_source(const qk_layer<const E>& layer, index_t index, const plan& p, direction dir)
-      : layer_(layer), label_(layer_label(static_cast<std::size_t>(index))), plan_(p), dir_(dir) {}
+  qk_source(const qk_layer<const E>& layer, index_t index, const plan& p, const options& o)
+      : layer_(layer), label_(layer_label(static_cast<std::size_t>(index))), plan_(p), dir_(o.complementary_from),
+        parallel_(o.parallel) {}
 
-  status degrees(double* r, std::vector<double>&) const { return qk::layer_degrees(layer_, label_, r); }
+  status degrees(double* r, std::vector<double>&) const { return qk::layer_degrees(layer_, label_, r, parallel_); }
 
   // The scores of a chunk of pivots (K N doubles, select's buffer) live as
   // long as the pass, as its tile does: kept in the state they would grow
@@ -304,6 +305,7 @@ class qk_source {
   std::string label_;
   const plan& plan_;
   direction dir_;
+  const executor& parallel_;
 };
 
 }  // namespace cpu
