@@ -65,7 +65,7 @@ def select(maps, budget=budget.adaptive(), *, prefix_tokens=1, suffix_tokens=0, 
 
 def select_qk(q_layers, k_layers, budget=budget.adaptive(), scale=None, layout="heads_major", *, prefix_tokens=1,
               suffix_tokens=0, pivots_per_layer=0, fence_factor=1.5, complementary_from="row",
-              complementary_layer=-1, pivot_layers=None):
+              complementary_layer=-1, pivot_layers=None, threads=1):
     """Selects from each chosen layer's queries and keys, for encoders that
     never form the maps (flash attention): the maps are
     ``softmax(scale * Q_h K_h^T)``, and no N x N buffer is formed.
@@ -73,11 +73,13 @@ def select_qk(q_layers, k_layers, budget=budget.adaptive(), scale=None, layout="
     q_layers, k_layers: a list of per-layer tensors, ``[heads, tokens, dim]``
     (layout="heads_major") or ``[tokens, heads, dim]`` (layout="tokens_major"),
     or one tensor with the layers first. scale None means 1/sqrt(dim); pass 1
-    for Hugging Face's CLIP q, which is scaled before the product.
+    for Hugging Face's CLIP q, which is scaled before the product. threads:
+    how many threads share each layer's heads (the tokens are the same on any
+    number).
     """
     return _wrap(_core.select_qk(q_layers, k_layers, budget, scale, layout, prefix_tokens, suffix_tokens,
                                  pivots_per_layer, fence_factor, complementary_from, complementary_layer,
-                                 pivot_layers))
+                                 pivot_layers, threads))
 
 
 def kept_tokens(budget, tokens=577, prefix_tokens=1, suffix_tokens=0):

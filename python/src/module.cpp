@@ -21,6 +21,7 @@
 #include <nanobind/stl/string.h>
 #include <nanobind/stl/vector.h>
 
+#include <freepruner/extras/presets.hpp>
 #include <freepruner/freepruner.hpp>
 
 namespace nb = nanobind;
@@ -469,9 +470,11 @@ qk_input read_qk(nb::handle layers, const char* name, bool tokens_major) {
 nb::object select_qk(nb::handle q_layers, nb::handle k_layers, const fp::budget& b, std::optional<double> scale,
                      const std::string& layout, index_t prefix_tokens, index_t suffix_tokens, index_t pivots_per_layer,
                      double fence_factor, const std::string& complementary_from, index_t complementary_layer,
-                     const std::optional<std::vector<index_t>>& pivot_layers) {
-  const auto o = make_options(prefix_tokens, suffix_tokens, pivots_per_layer, fence_factor, complementary_from,
-                              complementary_layer, pivot_layers);
+                     const std::optional<std::vector<index_t>>& pivot_layers, int threads) {
+  auto o = make_options(prefix_tokens, suffix_tokens, pivots_per_layer, fence_factor, complementary_from,
+                        complementary_layer, pivot_layers);
+  if (threads < 1) fail(fp::errc::invalid_option, "threads = ", threads, " (must be >= 1)");
+  o.parallel = fp::executor::threads(threads);
   if (layout != "heads_major" && layout != "tokens_major")
     fail(fp::errc::invalid_option, "layout = \"", layout, "\" (must be \"heads_major\" or \"tokens_major\")");
   const bool tokens_major = layout == "tokens_major";
@@ -553,7 +556,7 @@ NB_MODULE(_core, m) {
   m.def("select_qk", &select_qk, nb::arg("q_layers").none(), nb::arg("k_layers").none(), nb::arg("budget"),
         nb::arg("scale").none(), nb::arg("layout"), nb::arg("prefix_tokens"), nb::arg("suffix_tokens"),
         nb::arg("pivots_per_layer"), nb::arg("fence_factor"), nb::arg("complementary_from"),
-        nb::arg("complementary_layer"), nb::arg("pivot_layers").none());
+        nb::arg("complementary_layer"), nb::arg("pivot_layers").none(), nb::arg("threads"));
   m.def(
       "kept_tokens",
       [](const fp::budget& b, index_t tokens, index_t prefix_tokens, index_t suffix_tokens) {

@@ -65,3 +65,19 @@ def test_layouts_and_dtypes_agree():
         widened = [np.asarray(x.float() if torch is not None and isinstance(x, torch.Tensor) else x, np.float32)
                    for x in (qq, kk)]
         assert fp.select_qk(qq, kk, budget) == fp.select_qk(*widened, budget)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_threads_give_the_same_tokens(dtype):
+    for seed in (4, 5):
+        q, k = qk(seed, H=7, N=90)
+        q, k = q.astype(dtype), k.astype(dtype)
+        want = as_lists(fp.select_qk(q, k, fp.budget.ratio(0.3)))
+        for threads in (2, 3, 16):
+            assert as_lists(fp.select_qk(q, k, fp.budget.ratio(0.3), threads=threads)) == want, (seed, threads)
+
+
+def test_threads_below_one_is_an_error():
+    q, k = qk(6)
+    with pytest.raises(fp.Error, match=r"threads = 0 \(must be >= 1\)"):
+        fp.select_qk(q, k, fp.budget.ratio(0.3), threads=0)
