@@ -162,8 +162,8 @@ memory, so there is no copy of the key besides); built with
 fp16 and bf16 Q/K add the widening to float; the column direction costs
 one more pass.
 
-**Threads.** An engine passes its pool, or `executor::threads(n)`, in
-`options.parallel`: the degree pass then runs its heads as tasks, each into
+**Threads.** An engine passes its pool, or `executor::threads(n)`, to Q/K
+`select` or the `pruner`: the degree pass then runs its heads as tasks, each into
 its own sums, added in head order after, so the tokens are the same to the
 bit on any number of threads. The `threads` row times the layer on every
 core against one core in turn: `x floor` there is the threads' total time

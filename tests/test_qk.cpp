@@ -907,23 +907,22 @@ TEST_CASE("qk: any executor gives the same degrees, tokens and first error", "[q
       INFO("executor " << e);
       REQUIRE(fp::detail::cpu::qk::layer_degrees(layers[0], "layers[0]", got.data(), executors[e]).ok());
       REQUIRE(got == want);
-      o.parallel = executors[e];
-      REQUIRE(fp::select(layers, fp::budget::ratio(0.4), o) == want_selection);
-      fp::pruner p(2, N, o);
+      REQUIRE(fp::select(layers, fp::budget::ratio(0.4), o, executors[e]) == want_selection);
+      fp::pruner p(2, N, o, executors[e]);
       p.observe(layers[0]);
       p.observe(layers[1]);
       REQUIRE(p.select(fp::budget::ratio(0.4)) == want_selection);
-      o.parallel = {};
     }
     // Two bad heads: each executor names the first, as the calling thread does.
     if (H >= 3) {
       poison(x, false, 0, H - 1, N - 1, 0, std::numeric_limits<double>::quiet_NaN());
       poison(x, true, 0, 1, 0, 0, std::numeric_limits<double>::infinity());
       for (const auto& e : executors) {
-        o.parallel = e;
-        expect_error(x.view(), fp::errc::non_finite, "layers[0].k[head 1][token 0][dim 0] = inf", o);
+        fp::selection out;
+        const fp::status s = fp::try_select(x.view(), fp::budget::adaptive(), o, out, e);
+        REQUIRE(s.code() == fp::errc::non_finite);
+        REQUIRE(s.message() == "freepruner: layers[0].k[head 1][token 0][dim 0] = inf (every value read must be finite)");
       }
-      o.parallel = {};
       x.store();
     }
   }

@@ -10,6 +10,7 @@
 
 #include "config.hpp"
 #include "error.hpp"
+#include "executor.hpp"
 #include "options.hpp"
 #include "qk.hpp"
 #include "select.hpp"

@@ -5,7 +5,6 @@
 #include <vector>
 
 #include "config.hpp"
-#include "executor.hpp"
 
 namespace freepruner {
 
@@ -59,9 +58,6 @@ struct options {
   /// Indices into the given layers that pick pivots (-1 is the last);
   /// empty means every given layer.
   std::vector<index_t> pivot_layers;
-  /// Who runs the Q/K path's per-head tasks (executor.hpp): the calling
-  /// thread by default. Any executor gives the same tokens, to the bit.
-  executor parallel;
 };
 
 /// The kept tokens: absolute positions in 0..N-1, ascending, and their split

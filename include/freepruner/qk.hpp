@@ -44,6 +44,7 @@
 #include "detail/messages.hpp"
 #include "detail/validate.hpp"
 #include "error.hpp"
+#include "executor.hpp"
 #include "options.hpp"
 #include "select.hpp"
 #include "view.hpp"
@@ -99,9 +100,11 @@ status plan_qk(const std::vector<qk_layer<T, Space>>& layers, const budget& b, c
 /// Selects from the queries and keys of L layers (SPEC steps 0-5, the same
 /// options, budget and result as `select` on their maps); never throws. On
 /// failure `out` is empty and the status names the argument and its value,
-/// e.g. "layers[2].k[head 3][token 5][dim 0] = nan".
+/// e.g. "layers[2].k[head 3][token 5][dim 0] = nan". `parallel` runs each
+/// layer's heads as tasks (executor.hpp); any executor gives the same tokens.
 template <class T, class Space>
-status try_select(const std::vector<qk_layer<T, Space>>& layers, const budget& b, const options& o, selection& out) {
+status try_select(const std::vector<qk_layer<T, Space>>& layers, const budget& b, const options& o, selection& out,
+                  const executor& parallel = {}) {
   static_assert(std::is_same<Space, host_memory>::value,
                 "freepruner: Q/K selection reads host memory (there is no device backend for it)");
   static_assert(detail::cpu::is_host_element_v<std::remove_cv_t<T>>,
@@ -111,7 +114,7 @@ status try_select(const std::vector<qk_layer<T, Space>>& layers, const budget& b
   detail::kept_count m;
   if (auto s = detail::plan_qk(layers, b, o, p, m); !s) return s;
   selection result;
-  if (auto s = detail::cpu::run_qk(layers, p, m, o, result); !s) return s;
+  if (auto s = detail::cpu::run_qk(layers, p, m, o, parallel, result); !s) return s;
   out = std::move(result);
   return {};
 }
@@ -120,9 +123,9 @@ status try_select(const std::vector<qk_layer<T, Space>>& layers, const budget& b
 /// on bad input.
 template <class T, class Space>
 selection select(const std::vector<qk_layer<T, Space>>& layers, const budget& b = budget::adaptive(),
-                 const options& o = {}) {
+                 const options& o = {}, const executor& parallel = {}) {
   selection out;
-  detail::check(try_select(layers, b, o, out));
+  detail::check(try_select(layers, b, o, out, parallel));
   return out;
 }
 

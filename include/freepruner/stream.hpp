@@ -30,6 +30,7 @@
 #include "detail/pipeline.hpp"
 #include "detail/validate.hpp"
 #include "error.hpp"
+#include "executor.hpp"
 #include "options.hpp"
 #include "qk.hpp"
 #include "stages.hpp"
@@ -47,8 +48,10 @@ class pruner {
   /// `layers`: how many layers will be observed (select's L); `tokens`: N.
   /// `options` as for `select`: `pivot_layers` and `complementary_layer`
   /// index the observed layers 0..L-1 in observe order (-1: the last).
-  /// Throws `freepruner::error` on a bad count or options.
-  pruner(index_t layers, index_t tokens, options o = {}) {
+  /// `parallel` runs each Q/K layer's heads as tasks (executor.hpp; any
+  /// executor gives the same tokens). Throws `freepruner::error` on a bad
+  /// count or options.
+  pruner(index_t layers, index_t tokens, options o = {}, executor parallel = {}) : parallel_(std::move(parallel)) {
     detail::check(validate(layers, tokens, o));
     options_ = std::move(o);
     detail::check(detail::make_plan({layers, 1, tokens, tokens}, options_, plan_));
@@ -138,7 +141,7 @@ class pruner {
                           ": layer.q has tokens = ", layer.q.tokens(),
                           ", the pruner was built for tokens = ", plan_.tokens);
     const qk_layer<const E> view{layer.q, layer.k, layer.scale};
-    return take_layer(detail::cpu::qk_source<E>(view, observed_, plan_, options_),
+    return take_layer(detail::cpu::qk_source<E>(view, observed_, plan_, options_.complementary_from, parallel_),
                       heads_known_ ? plan_.heads : layer.q.heads());
   }
 
@@ -319,7 +322,7 @@ class pruner {
     return std::visit(
         [&](const auto& x) {
           using source = detail::cpu::qk_source<typename std::decay_t<decltype(x)>::element>;
-          return complement(source(x.layer(), c, plan_, options_), pivots, out, affinity);
+          return complement(source(x.layer(), c, plan_, dir, parallel_), pivots, out, affinity);
         },
         kept_.qk);
   }
@@ -332,6 +335,7 @@ class pruner {
   }
 
   options options_;
+  executor parallel_;
   detail::plan plan_;                       // heads: the current image's
   std::vector<index_t> slot_;               // per layer: its row of degrees_, or -1
   index_t last_pivot_ = 0;

@@ -471,10 +471,10 @@ nb::object select_qk(nb::handle q_layers, nb::handle k_layers, const fp::budget&
                      const std::string& layout, index_t prefix_tokens, index_t suffix_tokens, index_t pivots_per_layer,
                      double fence_factor, const std::string& complementary_from, index_t complementary_layer,
                      const std::optional<std::vector<index_t>>& pivot_layers, int threads) {
-  auto o = make_options(prefix_tokens, suffix_tokens, pivots_per_layer, fence_factor, complementary_from,
-                        complementary_layer, pivot_layers);
+  const auto o = make_options(prefix_tokens, suffix_tokens, pivots_per_layer, fence_factor, complementary_from,
+                              complementary_layer, pivot_layers);
   if (threads < 1) fail(fp::errc::invalid_option, "threads = ", threads, " (must be >= 1)");
-  o.parallel = fp::executor::threads(threads);
+  const fp::executor parallel = fp::executor::threads(threads);
   if (layout != "heads_major" && layout != "tokens_major")
     fail(fp::errc::invalid_option, "layout = \"", layout, "\" (must be \"heads_major\" or \"tokens_major\")");
   const bool tokens_major = layout == "tokens_major";
@@ -495,7 +495,7 @@ nb::object select_qk(nb::handle q_layers, nb::handle k_layers, const fp::budget&
           fp::qk_tensor<const T>(static_cast<const T*>(q.data[l]), q.extents[l], q.strides[l]),
           fp::qk_tensor<const T>(static_cast<const T*>(k.data[l]), k.extents[l], k.strides[l]), scale.value_or(0.0)));
     nb::gil_scoped_release nogil;
-    st = fp::try_select(layers, b, o, out);
+    st = fp::try_select(layers, b, o, out, parallel);
   });
   fp::detail::check(st);
   return to_python(std::move(out));

@@ -10,6 +10,7 @@
 #include "../../detail/messages.hpp"
 #include "../../detail/pipeline.hpp"
 #include "../../detail/validate.hpp"
+#include "../../executor.hpp"
 #include "../../options.hpp"
 #include "../../select.hpp"
 #include "../../traits.hpp"
@@ -49,13 +50,13 @@ status run_maps(const Tensor& t, const plan& p, kept_count m, const options& o, 
 /// SPEC steps 1-5 on validated queries and keys.
 template <class T, class Space>
 status run_qk(const std::vector<qk_layer<T, Space>>& layers, const plan& p, kept_count m, const options& o,
-              selection& out) {
+              const executor& parallel, selection& out) {
   using E = std::remove_cv_t<T>;
   return run_steps<fast_loops>(
       p, o, m,
       [&](index_t l) {
         const auto& x = layers[static_cast<std::size_t>(l)];
-        return qk_source<E>(qk_layer<const E>{x.q, x.k, x.scale}, l, p, o);
+        return qk_source<E>(qk_layer<const E>{x.q, x.k, x.scale}, l, p, o.complementary_from, parallel);
       },
       out);
 }

@@ -16,6 +16,7 @@
 
 #include "../../detail/messages.hpp"
 #include "../../detail/validate.hpp"
+#include "../../executor.hpp"
 #include "../../options.hpp"
 #include "../../traits.hpp"
 #include "../../view.hpp"
@@ -263,9 +264,8 @@ class matrix_source {
 template <class E>
 class qk_source {
  public:
-  qk_source(const qk_layer<const E>& layer, index_t index, const plan& p, const options& o)
-      : layer_(layer), label_(layer_label(static_cast<std::size_t>(index))), plan_(p), dir_(o.complementary_from),
-        parallel_(o.parallel) {}
+  qk_source(const qk_layer<const E>& layer, index_t index, const plan& p, direction dir, const executor& parallel)
+      : layer_(layer), label_(layer_label(static_cast<std::size_t>(index))), plan_(p), dir_(dir), parallel_(parallel) {}
 
   status degrees(double* r, std::vector<double>&) const { return qk::layer_degrees(layer_, label_, r, parallel_); }
 
