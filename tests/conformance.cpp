@@ -1,6 +1,10 @@
 // Runs the SPEC conformance vectors (cases.txt + raw float32 maps) through
 // every host path: the view, a keys-major strided view, double maps, the
-// batched view and the stages. Exit 77 (ctest: skipped) when the folder is absent.
+// batched view and the stages.
+//
+//   freepruner_conformance DIR [--optional]
+//
+// A missing DIR/cases.txt fails, or with --optional exits 77 (ctest: skipped).
 
 #include <cstdio>
 #include <fstream>
@@ -37,11 +41,22 @@ bool same(const char* path, const fptest::conformance_case& c, const freepruner:
 }  // namespace
 
 int main(int argc, char** argv) {
-  const std::string dir = argc > 1 ? argv[1] : "../shared/conformance";
+  if (argc < 2 || argc > 3 || (argc == 3 && std::string(argv[2]) != "--optional")) {
+    std::printf("usage: freepruner_conformance DIR [--optional]\n");
+    return 2;
+  }
+  const std::string dir = argv[1];
+  const bool optional = argc == 3;
   std::ifstream cases(dir + "/cases.txt");
   if (!cases) {
-    std::printf("conformance vectors not found at %s/cases.txt: skipped\n", dir.c_str());
-    return 77;
+    if (optional) {
+      std::printf("no conformance vectors at %s/cases.txt: skipped\n", dir.c_str());
+      return 77;
+    }
+    std::printf("FAILED: cannot read %s/cases.txt (the conformance vectors; make them with "
+                "tools/tests/make_conformance.py)\n",
+                dir.c_str());
+    return 1;
   }
   int passed = 0, failed = 0;
   std::string line;

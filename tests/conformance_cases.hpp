@@ -1,6 +1,6 @@
 #pragma once
 // The SPEC conformance vectors (cases.txt and raw float32 maps, see
-// ../shared/conformance/README.md), read without a test framework:
+// tests/data/conformance/README.md), read without a test framework:
 // tests/conformance.cpp and the CUDA tests run them.
 
 #include <fstream>

@@ -15,7 +15,6 @@
 # Needs nvcc, cmake >= 3.18 and Eigen 3.3+. What the machine lacks can travel in .deps/
 # (ignored by git), made on a machine that has it (docs/cuda.md, "On a GPU machine"):
 #   .deps/eigen/usr/{include/eigen3,share/eigen3/cmake}   Eigen (needed)
-#   .deps/conformance/cases.txt ...                       the SPEC conformance vectors (optional)
 #   .deps/benchmark/usr/...                               Google Benchmark (optional)
 # Environment: BUILD (build-gpu), JOBS (nproc), CUDA_ARCH (90: H100, H200); OUT, when set to a
 # folder, receives run.log and gpu_table.csv.
@@ -43,7 +42,7 @@ note() { printf '\n== %s\n' "$*"; }
 failed() { echo "FAILED: $*"; failures+=("$*"); }
 
 conformance=""
-for dir in .deps/conformance ../shared/conformance; do
+for dir in tests/data/conformance; do
   if [ -f "$dir/cases.txt" ]; then conformance=$(realpath "$dir"); break; fi
 done
 
@@ -73,7 +72,7 @@ for step in "${steps[@]}"; do
       if [ -n "$conformance" ]; then
         args+=("-DFREEPRUNER_CONFORMANCE_DIR=$conformance")
       else
-        echo "no conformance vectors (.deps/conformance or ../shared/conformance): the tests skip that part"
+        echo "no conformance vectors (tests/data/conformance): the tests skip that part"
       fi
       note "configure and build ($BUILD, $JOBS jobs)"
       if ! { cmake -S bench/gpu -B "$BUILD" "${args[@]}" && cmake --build "$BUILD" -j "$JOBS"; }; then

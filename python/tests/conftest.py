@@ -12,7 +12,7 @@ ROOT = pathlib.Path(__file__).resolve().parents[2]
 
 
 def conformance_dir():
-    d = os.environ.get("FREEPRUNER_CONFORMANCE_DIR") or str(ROOT.parent / "shared" / "conformance")
+    d = os.environ.get("FREEPRUNER_CONFORMANCE_DIR") or str(ROOT / "tests" / "data" / "conformance")
     return pathlib.Path(d)
 
 

@@ -58,7 +58,7 @@ def check_forms(forms, budget, kwargs, want):
             assert as_lists(got) == want, form
 
 
-@pytest.mark.skipif(not CASES, reason="conformance vectors not found (../shared/conformance)")
+@pytest.mark.skipif(not CASES, reason="conformance vectors not found (tests/data/conformance)")
 @pytest.mark.parametrize("case", CASES, ids=[c[0] for c in CASES])
 def test_conformance(case):
     name, maps, kwargs, (kind, value), want = case
