@@ -62,8 +62,9 @@ def main():
 select's cost beside llama.cpp's own image encode (`examples/llama.cpp`,
 `bench/llama_cpp_share.py`): a random-weight LLaVA-1.5 mmproj at CLIP
 ViT-L/14-336 width (1024, 16 heads, 22 blocks run, float16, MLP projector to
-4096), one image, budget {a.budget}, the encoder on {a.threads} threads and select
-(single-threaded) in the same process, medians of {a.repeat} encodes per
+4096), one image, budget {a.budget}, the encoder and select on the same {a.threads}
+threads (the Q/K route's heads as `executor::threads` tasks; the maps route on
+one thread) in the same process, medians of {a.repeat} encodes per
 route, the plain and the captured encode alternating in one run. "With the capture" adds the copies of
 the captured tensors and the graph splits the eval callback asks for.
 

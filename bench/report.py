@@ -186,7 +186,7 @@ def qk_section(binary):
     for b in data["benchmarks"]:
         name = b["run_name"].split("/iterations")[0]
         ms = b.get("layer_ms", b.get("select_ms"))
-        if "threads" in b:
+        if "speedup" in b:
             lines.append(f"| `{name}` | {names.get(int(b['level']), '?')} | {ms:.2f} | {b['floor_ms']:.2f} | "
                          f"{b['x_floor']:.2f} | {b['speedup']:.2f}x faster than one thread "
                          f"({b['one_thread_ms']:.2f} ms) | | |")

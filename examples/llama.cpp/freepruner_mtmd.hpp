@@ -328,7 +328,9 @@ struct pruned {
 
 // Checks the capture after mtmd_encode_chunk, derives the candidates from the
 // graph's own row gather, and selects. Never throws; false with `error` set.
-inline bool select(capture & cap, const freepruner::budget & budget, pruned & out, std::string & error) {
+// `parallel`: the engine's threads for the Q/K route's per-head passes.
+inline bool select(capture & cap, const freepruner::budget & budget, pruned & out, std::string & error,
+                   const freepruner::executor & parallel = {}) {
     const tower & v = cap.vision;
     if (!cap.error.empty()) {
         error = cap.error;
@@ -397,7 +399,7 @@ inline bool select(capture & cap, const freepruner::budget & budget, pruned & ou
             layers.push_back(freepruner::make_qk_layer(tensor::tokens_major(cap.q[s].data(), v.heads, n, d),
                                                        tensor::tokens_major(cap.k[s].data(), v.heads, n, d)));
         }
-        st = freepruner::try_select(layers, budget, out.options, out.kept);
+        st = freepruner::try_select(layers, budget, out.options, out.kept, parallel);
     } else {
         const freepruner::attention_view<const float> view(
             cap.maps.data(), static_cast<freepruner::index_t>(v.capture.size()), v.heads, n);

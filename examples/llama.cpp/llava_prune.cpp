@@ -195,7 +195,7 @@ double median(std::vector<double> v) {
 
 struct report;
 void bench(mtmd_context * mctx, const mtmd_input_chunk * chunk, fp_mtmd::capture & cap, const freepruner::budget & budget,
-           int repeat, report & out);
+           const freepruner::executor & parallel, int repeat, report & out);
 
 struct report {
     int64_t rows = 0, decoded = 0, kv_image = 0, prompt_positions = 0, generated = 0;
@@ -235,7 +235,7 @@ std::string json_string(const std::string & s) {
 // Encodes `repeat` more times, the plain encode and the captured one in turn
 // (the capture's cost is its copies and the graph splits it asks for).
 void bench(mtmd_context * mctx, const mtmd_input_chunk * chunk, fp_mtmd::capture & cap, const freepruner::budget & budget,
-           int repeat, report & out) {
+           const freepruner::executor & parallel, int repeat, report & out) {
     std::vector<double> plain, captured, selected;
     std::string error;
     fp_mtmd::pruned p;
@@ -252,7 +252,7 @@ void bench(mtmd_context * mctx, const mtmd_input_chunk * chunk, fp_mtmd::capture
         }
         captured.push_back(ms_since(t0));
         t0 = std::chrono::steady_clock::now();
-        if (!fp_mtmd::select(cap, budget, p, error)) {
+        if (!fp_mtmd::select(cap, budget, p, error, parallel)) {
             break;
         }
         selected.push_back(ms_since(t0));
@@ -301,6 +301,8 @@ int run(const args & a) {
     mparams.use_gpu             = false;
     mparams.print_timings       = false;
     mparams.n_threads           = a.threads;
+    // select's per-head passes on as many threads as the encoder.
+    const freepruner::executor parallel = freepruner::executor::threads(a.threads);
     mparams.flash_attn_type     = a.input == fp_mtmd::route::qk ? LLAMA_FLASH_ATTN_TYPE_ENABLED : LLAMA_FLASH_ATTN_TYPE_DISABLED;
     if (prune) {
         mparams.cb_eval           = fp_mtmd::capture::callback;
@@ -371,7 +373,7 @@ int run(const args & a) {
         const float * all = mtmd_get_output_embd(mctx.get());
         if (prune) {
             const auto t1 = std::chrono::steady_clock::now();
-            if (!fp_mtmd::select(cap, budget, out.p, error)) {
+            if (!fp_mtmd::select(cap, budget, out.p, error, parallel)) {
                 std::fprintf(stderr, "llava_prune: %s\n", error.c_str());
                 rc = 1;
                 break;
@@ -403,7 +405,7 @@ int run(const args & a) {
         out.kv_image = llama_memory_seq_pos_max(mem, 0) - before;
         n_past += static_cast<llama_pos>(out.decoded);
         if (rc == 0 && prune && a.repeat > 0) {
-            bench(mctx.get(), chunk, cap, budget, a.repeat, out);
+            bench(mctx.get(), chunk, cap, budget, parallel, a.repeat, out);
         }
     }
     out.prompt_positions = rc == 0 ? llama_memory_seq_pos_max(mem, 0) + 1 : 0;
