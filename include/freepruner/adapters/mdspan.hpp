@@ -92,21 +92,13 @@ struct is_mdspan_like<M, std::void_t<typename M::element_type, typename M::layou
     : std::bool_constant<M::rank() == 4 &&
                          std::is_pointer<std::decay_t<decltype(std::declval<const M&>().data_handle())>>::value> {};
 
-template <class A, class = void>
-struct accessor_memory_space {
-  using type = host_memory;
-};
-template <class A>
-struct accessor_memory_space<A, std::void_t<typename A::memory_space>> {
-  using type = typename A::memory_space;
-};
-
 }  // namespace detail
 
 template <class M>
 struct attention_traits<M, std::enable_if_t<detail::is_mdspan_like<M>::value>> {
   using value_type = std::remove_cv_t<typename M::element_type>;
-  using memory_space = typename detail::accessor_memory_space<typename M::accessor_type>::type;
+  // The accessor's memory_space, as traits.hpp reads a trait's: host_memory when it has none.
+  using memory_space = typename detail::memory_space_of<typename M::accessor_type>::type;
 
   static std::array<index_t, 4> extents(const M& m) {
     return {static_cast<index_t>(m.extent(0)), static_cast<index_t>(m.extent(1)), static_cast<index_t>(m.extent(2)),
