@@ -3,7 +3,7 @@
 around the tables it measures) and the plot docs/performance_scaling.png.
 
     python3 bench/report.py [build/bench/freepruner_bench] [--quick]
-    python3 bench/report.py --qk [build/bench/freepruner_bench_qk]
+    python3 bench/report.py --qk [build/bench/freepruner_bench_qk] [--native=BINARY]
 
 --qk runs the Q/K benchmark alone and rewrites only its section of
 docs/performance.md (the other runs keep it as it is).
@@ -155,10 +155,11 @@ H N^2 exponentials at the rate of the vectorized exp over a buffer in L1.
 `x floor` = pass time / floor time. The SSE2 level's floor is SSE2's
 (4 lanes, no FMA); AVX2 and AVX-512 have the same FLOP peak on cores that
 run 512-bit operations in two halves. SSE2's multiply overwrites an
-operand, so each product of the logit loop costs a register copy that the
-floor's in-place loop does not make (the multiply reads its key from
-memory, so there is no copy of the key besides); built with
-`-march=native`, the same SSE2-level code gets three-operand encodings.
+operand, so its logit loop takes 8 rows by 4 keys per step: each product
+loads its row's broadcast into a fresh register and multiplies it by the
+keys in place, with no register copies, where the floor's loop needs no
+loads; built with `-march=native`, the same SSE2-level code gets
+three-operand encodings.
 fp16 and bf16 Q/K add the widening to float; the column direction costs
 one more pass.
 
@@ -169,15 +170,21 @@ bit on any number of threads. The `threads` row times the layer on every
 core against one core in turn: `x floor` there is the threads' total time
 (time x threads) over the one-core floor.
 
-Release build, no `-march` flag, one thread; CLIP ViT-L/14-336 shape
-(N = 577, 16 heads, d = 64; select reads 2 layers).
+Release build, no `-march` flag (rows marked `-march=native`: the same
+cases built with it), one thread unless the row says; CLIP ViT-L/14-336
+shape (N = 577, 16 heads, d = 64; select reads 2 layers).
 """
 
 
-def qk_section(binary):
+def qk_section(binary, native=None):
     data = run(binary, "clip336")
     ctx = data["context"]
     names = {1: "SSE2", 2: "AVX2", 3: "AVX-512"}
+    if native:  # the layer rows of a build with -march=native, the same code
+        extra = run(native, "qk/layer/f32/clip336/(sse2|avx2|avx512)")["benchmarks"]
+        for b in extra:
+            b["run_name"] = b["run_name"].split("/iterations")[0] + " (-march=native)"
+        data["benchmarks"] += extra
     lines = [QK_BEGIN, QK_TEXT,
              f"Machine: {ctx.get('num_cpus')} CPUs at {ctx.get('mhz_per_cpu')} MHz, "
              f"{platform.processor() or platform.machine()}; {ctx.get('date')}.", "",
@@ -200,11 +207,11 @@ def qk_section(binary):
     return "\n".join(lines)
 
 
-def write_qk(binary, root):
+def write_qk(binary, root, native=None):
     path = os.path.join(root, "docs", "performance.md")
     with open(path) as f:
         old = f.read()
-    section = qk_section(binary)
+    section = qk_section(binary, native)
     pattern = re.escape(QK_BEGIN) + r".*?" + re.escape(QK_END) + r"\n?"
     if re.search(pattern, old, re.S):
         new = re.sub(pattern, lambda _: section, old, count=1, flags=re.S)
@@ -225,7 +232,8 @@ def main():
     args = [a for a in sys.argv[1:] if not a.startswith("--")]
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     if "--qk" in sys.argv:
-        write_qk(args[0] if args else os.path.join("build", "bench", "freepruner_bench_qk"), root)
+        native = next((a.split("=", 1)[1] for a in sys.argv if a.startswith("--native=")), None)
+        write_qk(args[0] if args else os.path.join("build", "bench", "freepruner_bench_qk"), root, native)
         return
     binary = args[0] if args else os.path.join("build", "bench", "freepruner_bench")
     quick = "--quick" in sys.argv

@@ -203,56 +203,41 @@ inline __m128 exp_sse2(__m128 x) noexcept {
   return _mm_andnot_ps(_mm_cmplt_ps(x, _mm_set1_ps(exp_low)), e);
 }
 
-// x * k with k read from memory by the multiply itself. SSE's two-operand
-// multiply overwrites a register: keys held in registers cost a copy and a
-// load each besides, more than the 6-wide dispatch absorbs; x's copy here
-// is renamed away. (With AVX's three operands the compiler needs neither.)
-inline __m128 mul_key(__m128 x, const float* k) noexcept {
-#if defined(__AVX__)
-  return keep(_mm_mul_ps(x, _mm_load_ps(k)));
-#else
-  __asm__("mulps %1, %0" : "+x"(x) : "m"(*reinterpret_cast<const __m128*>(k)));
-  return x;
-#endif
-}
-
-// One step of t for two rows (x, y: their broadcast values) by 16 keys k.
-inline void step_sse2(const float* k, const float* x, const float* y, __m128& a0, __m128& a1, __m128& a2, __m128& a3,
-                      __m128& b0, __m128& b1, __m128& b2, __m128& b3) noexcept {
-  const __m128 xt = _mm_load_ps(x), yt = _mm_load_ps(y);
-  a0 = _mm_add_ps(a0, mul_key(xt, k));
-  a1 = _mm_add_ps(a1, mul_key(xt, k + 4));
-  a2 = _mm_add_ps(a2, mul_key(xt, k + 8));
-  a3 = _mm_add_ps(a3, mul_key(xt, k + 12));
-  b0 = _mm_add_ps(b0, mul_key(yt, k));
-  b1 = _mm_add_ps(b1, mul_key(yt, k + 4));
-  b2 = _mm_add_ps(b2, mul_key(yt, k + 8));
-  b3 = _mm_add_ps(b3, mul_key(yt, k + 12));
-}
-
-// q's 8 rows are first broadcast into `wide` (4 copies of each value, 8 d
-// vectors): SSE2 has no broadcast from memory, and a shuffle per value
-// competes with the arithmetic. Two rows by 16 keys per step of t.
+// q's 8 rows are first broadcast into `wide`, [t][row], 4 copies of each
+// value: SSE2 has no broadcast from memory, and a shuffle per value competes
+// with the arithmetic. Eight rows by 4 keys per step of t: each product
+// loads its row's broadcast into a fresh register and multiplies it by the
+// keys in place, so SSE's two-operand multiply needs no register copies
+// (which, with the loads, would exceed the 6-wide dispatch).
 inline void logits_sse2(const float* q, index_t d, const float* kt, index_t ld, float* tile, float* wide) {
-  for (index_t i = 0; i < group_rows * d; ++i) _mm_store_ps(wide + 4 * i, _mm_set1_ps(q[i]));
+  for (index_t t = 0; t < d; ++t)
+    for (index_t r = 0; r < group_rows; ++r) _mm_store_ps(wide + 4 * (t * group_rows + r), _mm_set1_ps(q[r * d + t]));
   for (index_t p = 0; p < ld / panel_keys; ++p) {
     const float* panel = kt + p * d * panel_keys;
-    for (index_t i = 0; i < group_rows; i += 2) {
-      const float *x = wide + 4 * i * d, *y = x + 4 * d;
-      __m128 a0 = _mm_setzero_ps(), a1 = a0, a2 = a0, a3 = a0, b0 = a0, b1 = a0, b2 = a0, b3 = a0;
+    for (index_t c = 0; c < panel_keys; c += 4) {
+      __m128 a0 = _mm_setzero_ps(), a1 = a0, a2 = a0, a3 = a0, a4 = a0, a5 = a0, a6 = a0, a7 = a0;
 #pragma GCC unroll 2
-      for (index_t t = 0; t < d; ++t)
-        step_sse2(panel + t * panel_keys, x + 4 * t, y + 4 * t, a0, a1, a2, a3, b0, b1, b2, b3);
-      float* s0 = tile + i * ld + p * panel_keys;
-      float* s1 = s0 + ld;
-      _mm_store_ps(s0, a0);
-      _mm_store_ps(s0 + 4, a1);
-      _mm_store_ps(s0 + 8, a2);
-      _mm_store_ps(s0 + 12, a3);
-      _mm_store_ps(s1, b0);
-      _mm_store_ps(s1 + 4, b1);
-      _mm_store_ps(s1 + 8, b2);
-      _mm_store_ps(s1 + 12, b3);
+      for (index_t t = 0; t < d; ++t) {
+        const __m128 k = _mm_load_ps(panel + t * panel_keys + c);
+        const float* w = wide + 4 * group_rows * t;
+        a0 = _mm_add_ps(a0, keep(_mm_mul_ps(_mm_load_ps(w), k)));
+        a1 = _mm_add_ps(a1, keep(_mm_mul_ps(_mm_load_ps(w + 4), k)));
+        a2 = _mm_add_ps(a2, keep(_mm_mul_ps(_mm_load_ps(w + 8), k)));
+        a3 = _mm_add_ps(a3, keep(_mm_mul_ps(_mm_load_ps(w + 12), k)));
+        a4 = _mm_add_ps(a4, keep(_mm_mul_ps(_mm_load_ps(w + 16), k)));
+        a5 = _mm_add_ps(a5, keep(_mm_mul_ps(_mm_load_ps(w + 20), k)));
+        a6 = _mm_add_ps(a6, keep(_mm_mul_ps(_mm_load_ps(w + 24), k)));
+        a7 = _mm_add_ps(a7, keep(_mm_mul_ps(_mm_load_ps(w + 28), k)));
+      }
+      float* s = tile + p * panel_keys + c;
+      _mm_store_ps(s, a0);
+      _mm_store_ps(s + ld, a1);
+      _mm_store_ps(s + 2 * ld, a2);
+      _mm_store_ps(s + 3 * ld, a3);
+      _mm_store_ps(s + 4 * ld, a4);
+      _mm_store_ps(s + 5 * ld, a5);
+      _mm_store_ps(s + 6 * ld, a6);
+      _mm_store_ps(s + 7 * ld, a7);
     }
   }
 }
