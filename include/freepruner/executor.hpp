@@ -34,7 +34,8 @@ class executor {
 
   /// `count` threads for each call: the calling thread and count - 1 more,
   /// started and joined by the call (1 or less: the calling thread alone).
-  /// A thread that cannot be started leaves its share to the others.
+  /// With exceptions on, a thread that cannot be started leaves its share to
+  /// the others; without them, std::thread aborts.
   static executor threads(int count) {
     if (count <= 1) return {};
     return executor(count, [count](index_t tasks, const task& t) {
