@@ -13,6 +13,7 @@
 #include "backend/cpu/backend.hpp"
 #include "detail/decisions.hpp"
 #include "detail/messages.hpp"
+#include "detail/pipeline.hpp"
 #include "detail/validate.hpp"
 #include "error.hpp"
 #include "options.hpp"
@@ -94,7 +95,7 @@ inline std::vector<token_t> pivotal_tokens(const std::vector<std::vector<double>
   detail::plan p;
   std::vector<double> flat;
   detail::check(detail::flatten_degrees(degrees, o, p, flat));
-  return detail::pivotal_from_degrees(flat.data(), degrees.size(), p, o.pivots_per_layer, o.fence_factor);
+  return detail::pivotal_step(flat.data(), p, o);
 }
 
 /// SPEC step 3: the complementary tokens of a pivot set, from the layer

@@ -30,8 +30,10 @@
 //    column panels; key positions never move; >= 20 avoids the small-size
 //    path), and every tile row starts 64-byte aligned and has N entries, so
 //    the vectorized max/exp/sum take the same steps on every row;
-//  - sums over heads run in head order, one row at a time, in double (the
-//    column sums through simd.hpp's add_rows, equal on every level).
+//  - sums run in double through simd.hpp's add_rows (equal on every
+//    level), one head at a time: the degree pass sums each head into its
+//    own buffers and adds the heads in head order after, so any executor
+//    gives the same r.
 // tests/test_qk.cpp checks this on shapes that exercise every remainder,
 // and on every SIMD level.
 //
